@@ -1,0 +1,124 @@
+"""MongoDB repositories of the cfdi-builder: invoices (aggregate and read model), the issuer
+projection, and folio counters."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from timbra_cfdi_builder.domain.invoice import FINAL, IN_FLIGHT, RANK, InvoiceStatus
+from timbra_shared.ids import utcnow
+
+
+class InvoiceRepository:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.invoices = db.invoices
+
+    async def ensure_indexes(self) -> None:
+        await self.invoices.create_indexes([
+            IndexModel(
+                [("issuer_id", ASCENDING), ("idempotency_key", ASCENDING)],
+                unique=True,
+                partialFilterExpression={"idempotency_key": {"$type": "string"}},
+                name="issuer_idempotency",
+            ),
+            IndexModel([("issuer_id", ASCENDING), ("created_at", DESCENDING)]),
+            IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            IndexModel([("uuid", ASCENDING)], sparse=True),
+        ])
+
+    async def insert(self, doc: dict[str, Any], session: AsyncClientSession | None = None) -> None:
+        await self.invoices.insert_one(doc, session=session)
+
+    async def get(self, invoice_id: str, issuer_id: str | None = None, session: AsyncClientSession | None = None) -> dict[str, Any] | None:
+        query: dict[str, Any] = {"_id": invoice_id}
+        if issuer_id is not None:
+            query["issuer_id"] = issuer_id
+        return await self.invoices.find_one(query, session=session)
+
+    async def by_idempotency_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
+        return await self.invoices.find_one({"issuer_id": issuer_id, "idempotency_key": key})
+
+    async def page(self, issuer_id: str, *, status: str | None, limit: int, before: str | None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"issuer_id": issuer_id}
+        if status:
+            query["status"] = status
+        if before:
+            query["_id"] = {"$lt": before}
+        return await self.invoices.find(query, projection={"request": 0, "xml": 0}).sort("_id", DESCENDING).limit(limit).to_list(None)
+
+    async def apply_status(
+        self,
+        invoice_id: str,
+        status: InvoiceStatus,
+        *,
+        at: datetime,
+        service: str,
+        fields: dict[str, Any] | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> bool:
+        """Record a step once; the status only moves forward (final statuses win)."""
+        rank = RANK[status]
+        entry = {"status": status.value, "at": at, "service": service}
+        final_ranks = [RANK[s] for s in FINAL if s != InvoiceStatus.EMAILED]
+        advance = {"$and": [{"$lt": ["$status_rank", rank]}, {"$not": [{"$in": ["$status_rank", final_ranks]}]}]}
+        if rank >= 100:
+            advance = {"$lt": ["$status_rank", rank]}
+        update: list[dict[str, Any]] = [{
+            "$set": {
+                "timeline": {"$concatArrays": [{"$ifNull": ["$timeline", []]}, [entry]]},
+                "status": {"$cond": [advance, status.value, "$status"]},
+                "status_rank": {"$cond": [advance, rank, "$status_rank"]},
+                "updated_at": utcnow(),
+                **{k: {"$literal": v} for k, v in (fields or {}).items()},
+            }
+        }]
+        result = await self.invoices.update_one({"_id": invoice_id, "timeline.status": {"$ne": status.value}}, update, session=session)
+        return result.modified_count == 1
+
+    async def stuck(self, *, older_than: timedelta, limit: int = 500) -> list[dict[str, Any]]:
+        now = utcnow()
+        return await self.invoices.find(
+            {
+                "status": {"$in": IN_FLIGHT},
+                "updated_at": {"$lt": now - older_than},
+                "$or": [{"redrive_at": None}, {"redrive_at": {"$lt": now}}],
+            },
+            projection={"issuer_id": 1, "status": 1, "redrives": 1},
+        ).limit(limit).to_list(None)
+
+    async def mark_redriven(self, invoice_id: str, attempt: int, next_at: datetime) -> None:
+        await self.invoices.update_one({"_id": invoice_id}, {"$set": {"redrives": attempt, "redrive_at": next_at}})
+
+
+class IssuerDirectory:
+    """Local projection of ``issuer.profile`` so that building never calls issuer-profile."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.issuers = db.issuers
+
+    async def upsert(self, profile: dict[str, Any]) -> None:
+        current = await self.issuers.find_one({"_id": profile["issuer_id"]}, projection={"version": 1})
+        if current and current.get("version", 0) >= profile["version"]:
+            return
+        await self.issuers.replace_one({"_id": profile["issuer_id"]}, {"_id": profile["issuer_id"], **profile}, upsert=True)
+
+    async def get(self, issuer_id: str) -> dict[str, Any] | None:
+        return await self.issuers.find_one({"_id": issuer_id})
+
+
+class FolioCounter:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.counters = db.folios
+
+    async def next(self, issuer_id: str, serie: str, session: AsyncClientSession | None = None) -> int:
+        doc = await self.counters.find_one_and_update(
+            {"_id": f"{issuer_id}:{serie}"},
+            {"$inc": {"next": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        return int(doc["next"])

@@ -1,0 +1,153 @@
+"""From an issuer's request to an unsigned CFDI 4.0: Timbra's English request vocabulary maps
+onto SAT's nodes here, and nowhere else."""
+
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from timbra_cfdi_builder.service import BuiltCfdi, InvoiceInvalid
+from timbra_shared.cfdi import (
+    CfdiRelacionados,
+    Comprobante,
+    Concepto,
+    Emisor,
+    InformacionGlobal,
+    Receptor,
+    Retencion,
+    Traslado,
+    build,
+    fecha_local,
+    to_xml,
+)
+from timbra_shared.cfdi.errors import CfdiError
+from timbra_shared.errors import Problem
+from timbra_shared.events import InvoiceRequest, InvoiceSummary, ItemIn, TaxIn
+
+IMPUESTO = {"ISR": "001", "IVA": "002", "IEPS": "003"}
+PUBLICO_EN_GENERAL = "XAXX010101000"
+SIX = Decimal("0.000001")
+
+try:  # the validator is optional: when present, SAT business rules are checked before sealing
+    from timbra_shared.cfdi import validate as _validate
+except ImportError:  # pragma: no cover
+    _validate = None
+
+
+def _taxes(taxes: list[TaxIn]) -> tuple[list[Traslado], list[Retencion]]:
+    traslados, retenciones = [], []
+    for tax in taxes:
+        rate = None if tax.rate is None else Decimal(tax.rate).quantize(SIX)
+        if tax.withholding:
+            retenciones.append(Retencion(Impuesto=IMPUESTO[tax.type], TipoFactor=tax.factor, TasaOCuota=rate))
+        elif tax.factor == "Exento":
+            traslados.append(Traslado(Impuesto=IMPUESTO[tax.type], TipoFactor="Exento"))
+        else:
+            traslados.append(Traslado(Impuesto=IMPUESTO[tax.type], TipoFactor=tax.factor, TasaOCuota=rate))
+    return traslados, retenciones
+
+
+def _concepto(item: ItemIn, index: int) -> Concepto:
+    product = item.product
+    if product is None:
+        raise InvoiceInvalid([Problem("TIMBRA_PRODUCT_REQUIRED", "Cada concepto necesita un producto (product o product_id).", path=f"items[{index}]")])
+    traslados, retenciones = _taxes(product.taxes) if product.taxability == "02" else ([], [])
+    price = Decimal(product.price)
+    if product.tax_included and traslados:
+        rate = sum((Decimal(t.TasaOCuota or 0) for t in traslados if t.TipoFactor == "Tasa"), Decimal(0))
+        price = (price / (1 + rate)).quantize(SIX, rounding=ROUND_HALF_UP)
+    return Concepto(
+        ClaveProdServ=product.product_key,
+        NoIdentificacion=product.sku,
+        Cantidad=Decimal(item.quantity),
+        ClaveUnidad=product.unit_key,
+        Unidad=product.unit_name,
+        Descripcion=product.description,
+        ValorUnitario=price,
+        Descuento=Decimal(item.discount) if item.discount else None,
+        ObjetoImp=product.taxability,
+        Traslados=traslados,
+        Retenciones=retenciones,
+    )
+
+
+def _receptor(request: InvoiceRequest, issuer: dict[str, Any]) -> Receptor:
+    customer = request.customer
+    if customer is None:
+        if request.global_info is None:
+            raise InvoiceInvalid([Problem("TIMBRA_CUSTOMER_REQUIRED", "Indica el receptor (customer o customer_id), o la información global para público en general.", path="customer")])
+        return Receptor(Rfc=PUBLICO_EN_GENERAL, Nombre="PUBLICO EN GENERAL", DomicilioFiscalReceptor=issuer["zip"], RegimenFiscalReceptor="616", UsoCFDI="S01")
+    rfc = customer.rfc.replace(" ", "").replace("-", "").upper()
+    return Receptor(
+        Rfc=rfc,
+        Nombre=customer.legal_name,
+        DomicilioFiscalReceptor=issuer["zip"] if rfc == PUBLICO_EN_GENERAL else customer.zip,
+        RegimenFiscalReceptor=customer.tax_regime,
+        UsoCFDI=request.use or customer.use or ("S01" if rfc == PUBLICO_EN_GENERAL else "G03"),
+        ResidenciaFiscal=customer.tax_residence,
+        NumRegIdTrib=customer.tax_id,
+    )
+
+
+def _problems(error: CfdiError) -> list[Problem]:
+    code = error.code if error.code.upper().startswith("CFDI") else f"TIMBRA_{error.code.upper()}"
+    return [Problem(code, error.message, "sat" if code.startswith("CFDI") else "timbra")]
+
+
+def build_cfdi(request: InvoiceRequest, issuer: dict[str, Any], *, serie: str | None, folio: int | None, now: datetime) -> BuiltCfdi:
+    if request.type == "P":
+        raise InvoiceInvalid([Problem("TIMBRA_PAGOS_VIA_API_PENDING", "Los recibos de pago (tipo P) aún no se aceptan por este endpoint.", path="type")])
+    if request.customer_id or any(item.product_id for item in request.items):
+        raise InvoiceInvalid([Problem("TIMBRA_CATALOG_REFERENCES_PENDING", "Por ahora indica el receptor y los productos en línea (customer, items[].product).")])
+    if not request.items:
+        raise InvoiceInvalid([Problem("TIMBRA_ITEMS_REQUIRED", "La factura necesita al menos un concepto.", path="items")])
+    receptor = _receptor(request, issuer)
+    comprobante = Comprobante(
+        Emisor=Emisor(Rfc=issuer["rfc"], Nombre=issuer["legal_name"], RegimenFiscal=issuer["tax_regime"]),
+        Receptor=receptor,
+        LugarExpedicion=issuer["zip"],
+        Conceptos=[_concepto(item, i) for i, item in enumerate(request.items)],
+        TipoDeComprobante=request.type,
+        Moneda=request.currency,
+        TipoCambio=request.exchange,
+        Exportacion=request.export,
+        Fecha=fecha_local(issuer["zip"], now),
+        Serie=serie,
+        Folio=str(folio) if folio is not None else None,
+        FormaPago=request.payment_form if request.type in ("I", "E") else None,
+        MetodoPago=request.payment_method if request.type in ("I", "E") else None,
+        CondicionesDePago=request.conditions,
+        InformacionGlobal=InformacionGlobal(Periodicidad=request.global_info.periodicity, Meses=request.global_info.months, Año=request.global_info.year) if request.global_info else None,
+        CfdiRelacionados=[CfdiRelacionados(TipoRelacion=r.relationship, UUIDs=list(r.uuids)) for r in request.related],
+    )
+    try:
+        built = build(comprobante)
+        xml = to_xml(built)
+    except CfdiError as error:
+        raise InvoiceInvalid(_problems(error)) from None
+    if _validate is not None:
+        findings = [f for f in _validate(xml, xsd=False, catalogs=True) if getattr(f, "severity", "error") == "error" and not _about_seal(f)]
+        if findings:
+            raise InvoiceInvalid([Problem(f.code, f.message, "sat" if f.code.startswith("CFDI") else "timbra", f.path) for f in findings])
+    customer = request.customer
+    recipients = [e for e in ([customer.email] if customer and customer.email else []) + (list(customer.emails) if customer else []) + list(request.emails)]
+    summary = InvoiceSummary(
+        type=request.type,
+        serie=serie,
+        folio=str(folio) if folio is not None else None,
+        fecha=str(built.Fecha),
+        rfc_emisor=issuer["rfc"],
+        rfc_receptor=receptor.Rfc,
+        nombre_receptor=receptor.Nombre,
+        total=built.Total,
+        currency=request.currency,
+        customer_id=request.customer_id,
+        ticket_id=request.ticket_id,
+        use=receptor.UsoCFDI,
+        recipients=list(dict.fromkeys(recipients))[:10],
+    )
+    return BuiltCfdi(xml=xml, summary=summary)
+
+
+def _about_seal(finding: Any) -> bool:
+    text = f"{getattr(finding, 'path', '')} {getattr(finding, 'code', '')}"
+    return any(word in text for word in ("Sello", "NoCertificado", "Certificado", "CFDI40102"))

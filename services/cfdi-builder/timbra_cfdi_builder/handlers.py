@@ -1,0 +1,26 @@
+"""Kafka entrypoints of the cfdi-builder: thin, event in → service call."""
+
+from faststream.kafka import KafkaRouter
+
+from timbra_cfdi_builder.service import InvoiceService
+from timbra_shared import topics
+from timbra_shared.events import InvoiceRequested, IssuerProfileChanged, StatusEvent
+from timbra_shared.messaging import subscriber
+
+
+def build_router(service: InvoiceService) -> KafkaRouter:
+    router = KafkaRouter()
+
+    @subscriber(router, topics.INVOICE_REQUESTED, group="cfdi-builder.build")
+    async def on_invoice_requested(event: InvoiceRequested) -> None:
+        await service.on_requested(event)
+
+    @subscriber(router, *topics.STATUS_TOPICS, group="cfdi-builder.timeline")
+    async def on_invoice_status(event: StatusEvent) -> None:
+        await service.on_status(event)
+
+    @subscriber(router, topics.ISSUER_PROFILE, group="cfdi-builder.issuers")
+    async def on_issuer_profile(profile: IssuerProfileChanged) -> None:
+        await service.on_issuer(profile)
+
+    return router

@@ -1,0 +1,45 @@
+"""Wiring of the cfdi-builder (and nothing else)."""
+
+from timbra_cfdi_builder.adapters.repository import FolioCounter, InvoiceRepository, IssuerDirectory
+from timbra_cfdi_builder.api import build_api
+from timbra_cfdi_builder.domain.comprobante import build_cfdi
+from timbra_cfdi_builder.handlers import build_router
+from timbra_cfdi_builder.service import InvoiceService
+from timbra_shared import topics
+from timbra_shared.events import RedriveInvoice
+from timbra_shared.runtime import Runtime
+
+SERVICE = "cfdi-builder"
+
+
+def create():  # noqa: ANN201
+    runtime = Runtime(SERVICE)
+    db = runtime.store.db
+    invoices = InvoiceRepository(db)
+
+    async def publish_redrive(command: RedriveInvoice) -> None:
+        await runtime.broker.publish(command, topics.INVOICE_REDRIVE, key=command.invoice_id.encode())
+
+    service = InvoiceService(
+        store=runtime.store,
+        invoices=invoices,
+        issuers=IssuerDirectory(db),
+        folios=FolioCounter(db),
+        build_cfdi=build_cfdi,
+        publish_redrive=publish_redrive,
+        stuck_after=runtime.settings.stuck_after_s,
+        sweep_interval=runtime.settings.sweep_interval_s,
+    )
+    runtime.on_startup(invoices.ensure_indexes)
+    runtime.include(build_router(service))
+    runtime.background(service.sweep_forever)
+    return runtime, runtime.app([build_api(service)])
+
+
+def main() -> None:
+    runtime, app = create()
+    runtime.serve(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Error types shared by services: coded problems for issuers, and the transient/permanent split
+that decides between a retry and the dead-letter topic."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Source = Literal["timbra", "sat", "pac"]
+
+
+@dataclass
+class Problem:
+    code: str
+    message: str
+    source: Source = "timbra"
+    path: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"message": self.message, "code": self.code, "source": self.source, "path": self.path}
+
+
+@dataclass
+class ApiError(Exception):
+    """An HTTP error in the public format ``{ok: false, message, code, errors: [...]}``."""
+
+    status: int
+    code: str
+    message: str
+    errors: list[Problem] = field(default_factory=list)
+
+    def body(self) -> dict[str, object]:
+        return {"ok": False, "message": self.message, "code": self.code, "errors": [p.as_dict() for p in self.errors]}
+
+
+def not_found(what: str = "Recurso") -> ApiError:
+    return ApiError(404, "not_found", f"{what} no encontrado.")
+
+
+class RetryLater(Exception):
+    """Transient: the message will be redelivered after a back-off (dependency not ready, PAC down)."""
+
+
+class PoisonMessage(Exception):
+    """Permanent: the message can never be processed; it goes to the dead-letter topic."""

@@ -1,0 +1,285 @@
+"""Event and command contracts (pydantic v2). One model per topic.
+
+Every message carries the envelope: ``event_id``, ``invoice_id`` (also the Kafka key),
+``issuer_id``, ``occurred_at`` and ``schema_version``. Consumers are idempotent on
+``invoice_id`` + ``event_type``.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from timbra_shared import topics
+from timbra_shared.ids import new_id, utcnow
+
+SCHEMA_VERSION = 1
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=24, decimal_places=6)]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="strings")
+
+
+# --------------------------------------------------------------------------- request
+
+class TaxIn(Contract):
+    type: Literal["IVA", "ISR", "IEPS"]
+    rate: Decimal | None = Field(default=None, ge=0, le=100, description="TasaOCuota; for factor Cuota it is the amount per unit")
+    factor: Literal["Tasa", "Cuota", "Exento"] = "Tasa"
+    withholding: bool = False
+
+
+class ProductIn(Contract):
+    description: NonEmpty
+    product_key: Annotated[str, StringConstraints(pattern=r"^\d{8}$")]
+    unit_key: NonEmpty
+    unit_name: str | None = None
+    sku: str | None = None
+    price: Money
+    tax_included: bool = False
+    taxability: Literal["01", "02", "03", "04", "05"] = "02"
+    taxes: list[TaxIn] = Field(default_factory=lambda: [TaxIn(type="IVA", rate=Decimal("0.16"))])
+
+
+class ItemIn(Contract):
+    product_id: str | None = None
+    product: ProductIn | None = None
+    quantity: Annotated[Decimal, Field(gt=0, max_digits=24, decimal_places=6)] = Decimal(1)
+    discount: Money = Decimal(0)
+
+
+class CustomerIn(Contract):
+    rfc: NonEmpty
+    legal_name: NonEmpty
+    tax_regime: NonEmpty
+    zip: NonEmpty
+    use: str | None = None
+    email: str | None = None
+    emails: list[str] = Field(default_factory=list)
+    tax_id: str | None = Field(default=None, description="NumRegIdTrib, foreign customers")
+    tax_residence: str | None = Field(default=None, description="ResidenciaFiscal (c_Pais), foreign customers")
+
+
+class GlobalInfoIn(Contract):
+    periodicity: Literal["01", "02", "03", "04", "05"]
+    months: Annotated[str, StringConstraints(pattern=r"^(0[1-9]|1[0-8])$")]
+    year: int = Field(ge=2021, le=2100)
+
+
+class RelatedIn(Contract):
+    relationship: Annotated[str, StringConstraints(pattern=r"^\d{2}$")]
+    uuids: list[str] = Field(min_length=1)
+
+
+class InvoiceRequest(Contract):
+    """The public request shape (HTTP body of ``POST /v1/invoices`` and payload on ``invoice.requested``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: Literal["I", "E", "T", "P"] = "I"
+    customer_id: str | None = None
+    customer: CustomerIn | None = None
+    items: list[ItemIn] = Field(default_factory=list, max_length=2000)
+    payment_form: str | None = None
+    payment_method: Literal["PUE", "PPD"] | None = None
+    use: str | None = None
+    currency: str = "MXN"
+    exchange: Decimal | None = None
+    series: str | None = None
+    conditions: str | None = None
+    export: str = "01"
+    notes: str | None = None
+    related: list[RelatedIn] = Field(default_factory=list)
+    global_info: GlobalInfoIn | None = Field(default=None, alias="global")
+    emails: list[str] = Field(default_factory=list, max_length=10)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    branch_id: str | None = None
+    ticket_id: str | None = None
+
+
+# --------------------------------------------------------------------------- envelope
+
+class Envelope(Contract):
+    """Newer producers may add fields; older consumers ignore them rather than dead-letter the event."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    topic: ClassVar[str]
+
+    event_id: str = Field(default_factory=new_id)
+    event_type: str
+    invoice_id: str
+    issuer_id: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+
+
+class ErrorDetail(Contract):
+    code: str
+    message: str
+    source: Literal["timbra", "sat", "pac"] = "timbra"
+    path: str | None = None
+
+
+class InvoiceSummary(Contract):
+    """What downstream services need to know about an invoice, carried forward by every step."""
+
+    type: str
+    serie: str | None = None
+    folio: str | None = None
+    fecha: str | None = None
+    rfc_emisor: str
+    rfc_receptor: str
+    nombre_receptor: str
+    total: Decimal
+    currency: str = "MXN"
+    customer_id: str | None = None
+    ticket_id: str | None = None
+    use: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+
+
+class InvoiceRequested(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_REQUESTED
+    event_type: Literal[topics.INVOICE_REQUESTED] = topics.INVOICE_REQUESTED
+    request: InvoiceRequest
+    livemode: bool = False
+    source: Literal["http", "kafka"] = "kafka"
+
+
+class InvoiceBuilt(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_BUILT
+    event_type: Literal[topics.INVOICE_BUILT] = topics.INVOICE_BUILT
+    summary: InvoiceSummary
+    xml: str
+
+
+class InvoiceSealed(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_SEALED
+    event_type: Literal[topics.INVOICE_SEALED] = topics.INVOICE_SEALED
+    summary: InvoiceSummary
+    xml: str
+    no_certificado: str
+
+
+class InvoiceFunded(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_FUNDED
+    event_type: Literal[topics.INVOICE_FUNDED] = topics.INVOICE_FUNDED
+    summary: InvoiceSummary
+    xml: str
+    reservation_id: str
+
+
+class InvoiceRejected(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_REJECTED
+    event_type: Literal[topics.INVOICE_REJECTED] = topics.INVOICE_REJECTED
+    stage: Literal["requested", "built", "sealed"]
+    service: str
+    message: str
+    errors: list[ErrorDetail] = Field(default_factory=list)
+
+
+class InvoiceStamped(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_STAMPED
+    event_type: Literal[topics.INVOICE_STAMPED] = topics.INVOICE_STAMPED
+    summary: InvoiceSummary
+    uuid: str
+    fecha_timbrado: str
+    xml: str
+    pac: str
+
+
+class InvoiceStampFailed(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_STAMP_FAILED
+    event_type: Literal[topics.INVOICE_STAMP_FAILED] = topics.INVOICE_STAMP_FAILED
+    message: str
+    errors: list[ErrorDetail] = Field(default_factory=list)
+
+
+class InvoiceRendered(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_RENDERED
+    event_type: Literal[topics.INVOICE_RENDERED] = topics.INVOICE_RENDERED
+    summary: InvoiceSummary
+    uuid: str
+    pdf_bytes: int
+
+
+class InvoiceEmailed(Envelope):
+    topic: ClassVar[str] = topics.INVOICE_EMAILED
+    event_type: Literal[topics.INVOICE_EMAILED] = topics.INVOICE_EMAILED
+    recipients: list[str]
+    message_id: str | None = None
+    skipped_reason: str | None = None
+
+
+class RedriveInvoice(Envelope):
+    """Command from the sweeper: every service re-publishes what it has already emitted for this invoice."""
+
+    topic: ClassVar[str] = topics.INVOICE_REDRIVE
+    event_type: Literal[topics.INVOICE_REDRIVE] = topics.INVOICE_REDRIVE
+    stuck_status: str
+    attempt: int = 1
+
+
+class IssuerProfileChanged(Contract):
+    """The public part of an issuer's profile, projected by the services that need it (keyed by issuer_id)."""
+
+    topic: ClassVar[str] = topics.ISSUER_PROFILE
+
+    event_id: str = Field(default_factory=new_id)
+    event_type: Literal["issuer.profile"] = "issuer.profile"
+    issuer_id: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+    version: int
+    rfc: str
+    legal_name: str
+    tax_regime: str
+    zip: str
+    email: str | None = None
+    slug: str
+    enabled_types: list[str] = Field(default_factory=lambda: ["I", "E", "T", "P"])
+    series: dict[str, str] = Field(default_factory=dict)
+
+
+class DeadLetter(Contract):
+    topic: ClassVar[str] = topics.DEAD_LETTER
+
+    event_id: str = Field(default_factory=new_id)
+    event_type: Literal["dead_letter"] = "dead_letter"
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+    service: str
+    original_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    reason: str
+    error_type: str
+    payload: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+PIPELINE_EVENTS: dict[str, type[Envelope]] = {
+    cls.topic: cls
+    for cls in (
+        InvoiceRequested,
+        InvoiceBuilt,
+        InvoiceSealed,
+        InvoiceFunded,
+        InvoiceRejected,
+        InvoiceStamped,
+        InvoiceStampFailed,
+        InvoiceRendered,
+        InvoiceEmailed,
+    )
+}
+
+
+StatusEvent = Annotated[
+    Union[InvoiceBuilt, InvoiceSealed, InvoiceFunded, InvoiceRejected, InvoiceStamped, InvoiceStampFailed, InvoiceRendered, InvoiceEmailed],  # noqa: UP007
+    Field(discriminator="event_type"),
+]

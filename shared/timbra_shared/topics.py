@@ -1,0 +1,60 @@
+"""Kafka topic names. Every pipeline topic is keyed by ``invoice_id``."""
+
+import os
+
+INVOICE_REQUESTED = "invoice.requested"
+INVOICE_BUILT = "invoice.built"
+INVOICE_SEALED = "invoice.sealed"
+INVOICE_FUNDED = "invoice.funded"
+INVOICE_REJECTED = "invoice.rejected"
+INVOICE_STAMPED = "invoice.stamped"
+INVOICE_STAMP_FAILED = "invoice.stamp_failed"
+INVOICE_RENDERED = "invoice.rendered"
+INVOICE_EMAILED = "invoice.emailed"
+INVOICE_REDRIVE = "invoice.redrive"
+
+CANCELLATION_REQUESTED = "cancellation.requested"
+CANCELLATION_PENDING = "cancellation.pending"
+CANCELLATION_ACCEPTED = "cancellation.accepted"
+CANCELLATION_REJECTED = "cancellation.rejected"
+CANCELLATION_COMPLETED = "cancellation.completed"
+
+ISSUER_PROFILE = "issuer.profile"  # keyed by issuer_id; the latest profile state wins
+
+DEAD_LETTER = "timbra.dead_letter"
+
+PIPELINE_TOPICS = (
+    INVOICE_REQUESTED,
+    INVOICE_BUILT,
+    INVOICE_SEALED,
+    INVOICE_FUNDED,
+    INVOICE_REJECTED,
+    INVOICE_STAMPED,
+    INVOICE_STAMP_FAILED,
+    INVOICE_RENDERED,
+    INVOICE_EMAILED,
+)
+
+STATUS_TOPICS = PIPELINE_TOPICS[1:]
+
+DEFAULT_PARTITIONS = 6
+
+
+def _partitions() -> int:
+    return int(os.environ.get("TIMBRA_PARTITIONS", DEFAULT_PARTITIONS))
+
+
+ALL_TOPICS: dict[str, int] = {
+    name: _partitions()
+    for name in (
+        *PIPELINE_TOPICS,
+        INVOICE_REDRIVE,
+        CANCELLATION_REQUESTED,
+        CANCELLATION_PENDING,
+        CANCELLATION_ACCEPTED,
+        CANCELLATION_REJECTED,
+        CANCELLATION_COMPLETED,
+        ISSUER_PROFILE,
+        DEAD_LETTER,
+    )
+}
