@@ -1,6 +1,7 @@
 """``timbra demo``: one invoice from nothing to an email, through the public API only."""
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from timbra_shared.cfdi.testing import make_csd
+from timbra_shared.devstack.scenario import TimbraClient
 
 
 def _admin_key(explicit: str | None) -> str:
@@ -20,35 +21,16 @@ def _admin_key(explicit: str | None) -> str:
     return path.read_text().strip()
 
 
-def run(url: str, admin_key: str, *, timeout: float = 60.0) -> dict:
-    with httpx.Client(base_url=url, timeout=30) as http:
-        admin = {"Authorization": f"Bearer {admin_key}"}
-        created = http.post("/v1/issuers", headers=admin, json={
-            "rfc": "EKU9003173C9", "legal_name": "ESCUELA KEMPER URGATE", "tax_regime": "601", "zip": "42501", "email": "emisor@example.com",
-        })
-        created.raise_for_status()
-        issuer = created.json()
-        key = {"Authorization": f"Bearer {issuer['api_key']}"}
-        http.put("/v1/issuers/me/acceptances", headers=key, json={"privacy_notice": True, "carta_manifiesto": True}).raise_for_status()
-        cer, private_key = make_csd(rfc="EKU9003173C9", name="ESCUELA KEMPER URGATE")
-        http.put("/v1/issuers/me/csd", headers=key, files={"cer": ("csd.cer", cer), "key": ("csd.key", private_key)}, data={"password": "12345678a"}).raise_for_status()
-        http.post("/v1/billing/credits", headers=admin, json={"issuer_id": issuer["id"], "stamps": 10, "months": 12}).raise_for_status()
+async def run(url: str, admin_key: str) -> dict:
+    async with TimbraClient(url, admin_key) as client:
+        issuer = await client.onboard(credits=10)
         started = time.perf_counter()
-        invoice = http.post("/v1/invoices", headers=key, json={
-            "type": "I",
-            "customer": {"rfc": "MCI7306249Y1", "legal_name": "MUNICIPIO DE CUAUTITLAN IZCALLI", "tax_regime": "603", "zip": "54700", "use": "G03", "email": "cliente@example.com"},
-            "items": [{"product": {"description": "Servicio de consultoría", "product_key": "81112101", "unit_key": "E48", "price": "100.00", "taxes": [{"type": "IVA", "rate": "0.16"}]}, "quantity": "2"}],
-            "payment_form": "03",
-            "payment_method": "PUE",
-        })
-        invoice.raise_for_status()
-        invoice_id = invoice.json()["id"]
-        status = invoice.json()
-        while time.perf_counter() - started < timeout and status["status"] not in ("emailed", "rejected", "stamp_failed"):
-            time.sleep(0.1)
-            status = http.get(f"/v1/invoices/{invoice_id}", headers=key).json()
+        created = await client.create_invoice(issuer)
+        created.raise_for_status()
+        invoice_id = created.json()["id"]
+        status = (await client.wait_final(issuer, [invoice_id], timeout=60, interval=0.05))[invoice_id]
         status["elapsed_s"] = round(time.perf_counter() - started, 3)
-        status["api_key"] = issuer["api_key"]
+        status["api_key"] = issuer.api_key
         return status
 
 
@@ -58,7 +40,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--admin-key")
     args = parser.parse_args(argv)
     try:
-        status = run(args.url, _admin_key(args.admin_key))
+        status = asyncio.run(run(args.url, _admin_key(args.admin_key)))
     except (httpx.HTTPError, OSError) as exc:
         detail = getattr(getattr(exc, "response", None), "text", "")
         print(f"demo falló: {exc} {detail}", file=sys.stderr)
@@ -66,5 +48,8 @@ def main(argv: list[str]) -> int:
     for step in status["timeline"]:
         print(f"{step['at']}  {step['status']:<12} {step['service']}")
     print(f"factura {status['id']}: {status['status']} UUID {status.get('uuid')} en {status['elapsed_s']} s")
+    if status.get("errors"):
+        for error in status["errors"]:
+            print(f"  {error['code']}: {error['message']}")
     print(f"llave de API del emisor de prueba: {status['api_key']}")
     return 0 if status["status"] == "emailed" else 1
