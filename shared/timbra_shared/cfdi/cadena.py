@@ -289,7 +289,7 @@ _XSLT_REL = {
     "tfd11": ("www.sat.gob.mx", "sitio_internet", "cfd", "TimbreFiscalDigital", "cadenaoriginal_TFD_1_1.xslt"),
 }
 _xslt_cache: dict[str, etree.XSLT] = {}
-_xslt_lock = threading.Lock()
+_xslt_lock = threading.RLock()
 
 
 def schema_root() -> str:

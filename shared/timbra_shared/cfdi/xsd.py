@@ -20,7 +20,7 @@ _SCHEMAS = (
     ),
 )
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _schema: etree.XMLSchema | None = None
 
 

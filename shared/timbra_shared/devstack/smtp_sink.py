@@ -329,7 +329,7 @@ def main() -> None:
     web_port = int(os.environ.get("TIMBRA_SMTP_WEB_PORT") or 8025)
     data_dir = os.environ.get("TIMBRA_DATA_DIR")
     mail_dir = Path(os.environ.get("TIMBRA_SMTP_MAIL_DIR") or (Path(data_dir) / "mail" if data_dir else ".data/mail"))
-    asyncio.run(serve(smtp_port, web_port, mail_dir))
+    asyncio.run(serve(smtp_port, web_port, mail_dir, host=os.environ.get("TIMBRA_HTTP_HOST", HOST)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""``CreditGate`` with a fake repository: reserve a credit when a sealed invoice arrives, commit
+it when stamped, release it when stamping fails, and do each exactly once."""
+
+from decimal import Decimal
+
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from timbra_billing.domain.ledger import balanced
+from timbra_shared.events import InvoiceFunded, InvoiceRejected, InvoiceSealed, InvoiceStamped, InvoiceStampFailed, InvoiceSummary
+
+SUMMARY = InvoiceSummary(type="I", rfc_emisor="EKU9003173C9", rfc_receptor="URE180429TM6", nombre_receptor="U", total=Decimal("232.00"))
+
+
+def sealed(invoice_id="inv_1", issuer_id="iss_1") -> InvoiceSealed:
+    return InvoiceSealed(invoice_id=invoice_id, issuer_id=issuer_id, summary=SUMMARY, xml="<cfdi/>", no_certificado="30001000000500003416")
+
+
+def stamped(invoice_id="inv_1", issuer_id="iss_1") -> InvoiceStamped:
+    return InvoiceStamped(invoice_id=invoice_id, issuer_id=issuer_id, summary=SUMMARY, uuid="U-1", fecha_timbrado="2025-01-01T00:00:00", xml="<cfdi/>", pac="sandbox")
+
+
+def failed(invoice_id="inv_1", issuer_id="iss_1") -> InvoiceStampFailed:
+    return InvoiceStampFailed(invoice_id=invoice_id, issuer_id=issuer_id, message="rechazado")
+
+
+async def test_grant_adds_available_credits(gate, repo):
+    balance = await gate.grant("iss_1", 100, 12, actor="key_admin")
+    assert balance == {"available": 100, "reserved": 0, "consumed": 0, "expired": 0, "granted": 100}
+    (entry,) = repo.ledger
+    assert (entry["entry"], entry["quantity"], entry["actor"]) == ("grant", 100, "key_admin")
+    assert entry["expires_at"] is not None
+
+
+async def test_reserve_when_available_emits_funded(gate, store, repo):
+    await gate.grant("iss_1", 2, 12, actor="admin")
+    event = sealed()
+    await gate.reserve(event)
+
+    (funded,) = store.emitted
+    assert isinstance(funded, InvoiceFunded)
+    assert (funded.invoice_id, funded.issuer_id, funded.xml, funded.summary) == ("inv_1", "iss_1", event.xml, event.summary)
+    assert funded.reservation_id.startswith("res_")
+    assert repo.reservations["inv_1"]["state"] == "reserved"
+    assert repo.reservations["inv_1"]["reservation_id"] == funded.reservation_id
+    assert await repo.balance("iss_1") == {"available": 1, "reserved": 1, "consumed": 0, "expired": 0, "granted": 2}
+
+
+async def test_reserve_without_credits_rejects(gate, store, repo):
+    await gate.grant("iss_1", 1, 12, actor="admin")
+    await gate.reserve(sealed("inv_1"))
+    await gate.reserve(sealed("inv_2"))
+
+    funded, rejected = store.emitted
+    assert isinstance(funded, InvoiceFunded) and funded.invoice_id == "inv_1"
+    assert isinstance(rejected, InvoiceRejected)
+    assert (rejected.invoice_id, rejected.stage, rejected.service) == ("inv_2", "sealed", "billing")
+    assert rejected.message.startswith("Sin folios disponibles")
+    assert [e.code for e in rejected.errors] == ["TIMBRA_NO_CREDITS"]
+    assert "inv_2" not in repo.reservations
+    assert await repo.balance("iss_1") == {"available": 0, "reserved": 1, "consumed": 0, "expired": 0, "granted": 1}
+
+
+async def test_issuer_without_account_is_rejected_and_gets_no_account(gate, store, repo):
+    await gate.reserve(sealed(issuer_id="iss_new"))
+    (rejected,) = store.emitted
+    assert isinstance(rejected, InvoiceRejected)
+    assert "iss_new" not in repo.accounts
+    assert repo.ledger == []
+
+
+async def test_redelivered_sealed_event_reserves_once(gate, store, repo):
+    await gate.grant("iss_1", 5, 12, actor="admin")
+    event = sealed()
+    await gate.reserve(event)
+    await gate.reserve(event)
+    await gate.reserve(sealed())  # same invoice, new event id (a re-publish)
+    assert len(store.emitted) == 1
+    assert (await repo.balance("iss_1"))["reserved"] == 1
+
+
+async def test_commit_moves_the_reservation_to_consumed(gate, repo):
+    await gate.grant("iss_1", 3, 12, actor="admin")
+    await gate.reserve(sealed())
+    await gate.commit(stamped())
+    assert repo.reservations["inv_1"]["state"] == "committed"
+    assert await repo.balance("iss_1") == {"available": 2, "reserved": 0, "consumed": 1, "expired": 0, "granted": 3}
+
+
+async def test_release_returns_the_credit(gate, repo):
+    await gate.grant("iss_1", 3, 12, actor="admin")
+    await gate.reserve(sealed())
+    await gate.release(failed())
+    assert repo.reservations["inv_1"]["state"] == "released"
+    assert await repo.balance("iss_1") == {"available": 3, "reserved": 0, "consumed": 0, "expired": 0, "granted": 3}
+
+
+async def test_duplicate_commit_and_release_do_nothing(gate, repo):
+    await gate.grant("iss_1", 3, 12, actor="admin")
+    await gate.reserve(sealed())
+    await gate.commit(stamped())
+    before = await repo.balance("iss_1")
+    ledger = len(repo.ledger)
+    await gate.commit(stamped())
+    await gate.release(failed())  # a late failure after the stamp must not refund
+    assert await repo.balance("iss_1") == before
+    assert len(repo.ledger) == ledger
+
+
+async def test_settling_without_a_reservation_does_nothing(gate, repo):
+    await gate.grant("iss_1", 3, 12, actor="admin")
+    await gate.commit(stamped("inv_unknown"))
+    await gate.release(failed("inv_other"))
+    assert await repo.balance("iss_1") == {"available": 3, "reserved": 0, "consumed": 0, "expired": 0, "granted": 3}
+
+
+async def test_every_write_happens_in_the_transaction(gate, store, repo):
+    await gate.grant("iss_1", 3, 12, actor="admin")
+    await gate.reserve(sealed())
+    await gate.commit(stamped())
+    assert repo.sessions_seen and all(s in store.sessions for s in repo.sessions_seen)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["grant", "reserve", "commit", "release"]), st.integers(min_value=0, max_value=5)), max_size=40))
+async def test_any_interleaving_keeps_the_books_balanced(make_gate, ops):
+    gate, store, repo = make_gate()
+    for op, n in ops:
+        invoice_id = f"inv_{n}"
+        if op == "grant":
+            await gate.grant("iss_1", n + 1, 1, actor="admin")
+        elif op == "reserve":
+            await gate.reserve(sealed(invoice_id))
+        elif op == "commit":
+            await gate.commit(stamped(invoice_id))
+        else:
+            await gate.release(failed(invoice_id))
+        balance = await repo.balance("iss_1")
+        assert balanced(balance)
+        assert all(v >= 0 for v in balance.values())
+        states = [r["state"] for r in repo.reservations.values()]
+        assert balance["reserved"] == states.count("reserved")
+        assert balance["consumed"] == states.count("committed")
+    funded = [e.invoice_id for e in store.emitted if isinstance(e, InvoiceFunded)]
+    assert len(funded) == len(set(funded)) == len(repo.reservations)
