@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from timbra_shared.ids import utcnow
-from timbra_shared.outbox import Outbox, outbox_document
+from timbra_shared.outbox import KEEP_SENT, Outbox, outbox_document
 
 T = TypeVar("T")
 
@@ -53,7 +53,9 @@ class Store:
         await self.db.outbox.create_indexes([
             IndexModel([("sent_at", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("invoice_id", ASCENDING)]),
+            IndexModel([("published_at", ASCENDING)], expireAfterSeconds=int(KEEP_SENT.total_seconds())),
         ])
+        await self.db.processed.create_indexes([IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 86400)])
 
     async def transact(
         self,

@@ -105,7 +105,7 @@ class Outbox:
             assert self.collection is not None
             await self.collection.update_many(
                 {"_id": {"$in": sent}, "sent_at": None},
-                {"$set": {"sent_at": utcnow(), "lease_until": None}},
+                {"$set": {"sent_at": utcnow(), "published_at": utcnow(), "lease_until": None}},
             )
             self.published += len(sent)
         return sent

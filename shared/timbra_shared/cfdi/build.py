@@ -87,7 +87,7 @@ def to_decimal(value, name: str = "valor") -> Decimal:
 
 
 def _check_places(d: Decimal, max_places: int, name: str) -> None:
-    if decimals_of(d) > max_places:
+    if d != d.quantize(_QUANTA[max_places]) and decimals_of(d) > max_places:
         raise BuildError("too_many_decimals", f"{name}={d} tiene más de {max_places} decimales")
     if d < 0:
         raise BuildError("negative_amount", f"{name}={d} no puede ser negativo")

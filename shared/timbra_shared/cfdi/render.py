@@ -70,21 +70,98 @@ class _Out:
         self.k: list[str] = []
 
 
+_CLEAN_NEEDS = re.compile(r'[&<>"\t\n\r\x00-\x1f\ud800-\udfff\ufffe\uffff]|  |^ | $')
+_STR_CACHE: dict[str, tuple[str, str]] = {}
+_STR_CACHE_MAX = 50_000
+
+
+def _prep(value: str) -> tuple[str, str]:
+    """(escaped for an XML attribute, normalize-space'd for the cadena), memoised:
+    names, RFCs and catalog codes repeat across invoices."""
+    hit = _STR_CACHE.get(value)
+    if hit is not None:
+        return hit
+    if _CLEAN_NEEDS.search(value) is None:
+        hit = (value, value)
+    else:
+        hit = (escape_attr(value), normalize_space(value))
+    if len(_STR_CACHE) >= _STR_CACHE_MAX:
+        _STR_CACHE.clear()
+    _STR_CACHE[value] = hit
+    return hit
+
+
 def _attrs_str(x: list, k: list, items) -> None:
     """items: iterable of (name, value, required). Strings get escaped/normalised."""
+    xa = x.append
+    ka = k.append
     for name, value, required in items:
         if value is None or value == "":
             if required:
-                x.append(f' {name}=""')
-                k.append("")
+                xa(f' {name}=""')
+                ka("")
             continue
-        if type(value) is not str:
-            value = fmt_num(value)
-            x.append(f' {name}="{value}"')
-            k.append(value)
+        if type(value) is str:
+            e, n = _STR_CACHE.get(value) or _prep(value)
+            xa(f' {name}="{e}"')
+            ka(n)
         else:
-            x.append(f' {name}="{escape_attr(value)}"')
-            k.append(normalize_space(value))
+            value = format(value, "f") if type(value) is Decimal else str(value)
+            xa(f' {name}="{value}"')
+            ka(value)
+
+
+def _P(value) -> tuple[str, str]:
+    hit = _STR_CACHE.get(value)
+    if hit is None:
+        hit = _prep(value) if value else ("", "")
+    return hit
+
+
+_TASA_FMT: dict = {}
+
+
+def _tasa(d) -> str:
+    s = _TASA_FMT.get(d)
+    if s is None:
+        s = format(d, ".6f")
+        if len(_TASA_FMT) < 4096:
+            _TASA_FMT[d] = s
+    return s
+
+
+def _num(d) -> str:
+    s = str(d)
+    if "E" in s:
+        s = format(d, "f")
+    return s
+
+
+_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<cfdi:Comprobante'
+    f' xmlns:cfdi="{NS_CFDI}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    f' xsi:schemaLocation="{NS_CFDI} {XSD_CFDI}" Version="4.0"'
+)
+_HEAD_PAGOS = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<cfdi:Comprobante'
+    f' xmlns:cfdi="{NS_CFDI}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    f' xmlns:pago20="{NS_PAGO20}" xsi:schemaLocation="{NS_CFDI} {XSD_CFDI} {NS_PAGO20} {XSD_PAGO20}" Version="4.0"'
+)
+
+
+def _tax_lines(tag: str, lines, x: list, k: list) -> None:
+    xa = x.append
+    for t in lines:
+        ie, inn = _P(t.Impuesto)
+        b = _num(t.Base)
+        f = t.TipoFactor
+        if f == "Exento" or t.Importe is None:
+            xa(f'<cfdi:{tag} Base="{b}" Impuesto="{ie}" TipoFactor="{f}"/>')
+            k += (b, inn, f)
+        else:
+            tasa, imp = _tasa(t.TasaOCuota), _num(t.Importe)
+            xa(f'<cfdi:{tag} Base="{b}" Impuesto="{ie}" TipoFactor="{f}" TasaOCuota="{tasa}" Importe="{imp}"/>')
+            k += (b, inn, f, tasa, imp)
 
 
 def render(c: Comprobante) -> tuple[str, str, str]:
@@ -94,140 +171,162 @@ def render(c: Comprobante) -> tuple[str, str, str]:
     """
     if c.SubTotal is None or c.Total is None:
         raise BuildError("not_built", "El comprobante no se ha calculado: llame a build() primero")
-    x: list[str] = []
-    k: list[str] = []
-    xa = x.append
-    A = _attrs_str
     pagos = c.Pagos
-    if pagos is not None:
-        xa(
-            '<?xml version="1.0" encoding="UTF-8"?>\n<cfdi:Comprobante'
-            f' xmlns:cfdi="{NS_CFDI}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
-            f' xmlns:pago20="{NS_PAGO20}" xsi:schemaLocation="{NS_CFDI} {XSD_CFDI} {NS_PAGO20} {XSD_PAGO20}"'
-        )
-    else:
-        xa(
-            '<?xml version="1.0" encoding="UTF-8"?>\n<cfdi:Comprobante'
-            f' xmlns:cfdi="{NS_CFDI}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
-            f' xsi:schemaLocation="{NS_CFDI} {XSD_CFDI}"'
-        )
-    A(
-        x,
-        k,
-        (
-            ("Version", "4.0", True),
-            ("Serie", c.Serie, False),
-            ("Folio", c.Folio, False),
-            ("Fecha", c.Fecha, True),
-            ("FormaPago", c.FormaPago, False),
-            ("NoCertificado", c.NoCertificado, True),
-            ("CondicionesDePago", c.CondicionesDePago, False),
-            ("SubTotal", c.SubTotal, True),
-            ("Descuento", c.Descuento, False),
-            ("Moneda", c.Moneda, True),
-            ("TipoCambio", c.TipoCambio, False),
-            ("Total", c.Total, True),
-            ("TipoDeComprobante", c.TipoDeComprobante, True),
-            ("Exportacion", c.Exportacion, True),
-            ("MetodoPago", c.MetodoPago, False),
-            ("LugarExpedicion", c.LugarExpedicion, True),
-            ("Confirmacion", c.Confirmacion, False),
-        ),
-    )
-    xa(f' Certificado="{escape_attr(c.Certificado or "")}" Sello="')
+    x: list[str] = [_HEAD_PAGOS if pagos is not None else _HEAD]
+    k: list[str] = ["4.0"]
+    xa = x.append
+    ka = k.append
+
+    # -- Comprobante attributes, in cadena order
+    if c.Serie:
+        e, n = _P(c.Serie)
+        xa(f' Serie="{e}"')
+        ka(n)
+    if c.Folio:
+        e, n = _P(c.Folio)
+        xa(f' Folio="{e}"')
+        ka(n)
+    e, n = _P(c.Fecha)
+    xa(f' Fecha="{e}"')
+    ka(n)
+    if c.FormaPago:
+        e, n = _P(c.FormaPago)
+        xa(f' FormaPago="{e}"')
+        ka(n)
+    e, n = _P(c.NoCertificado)
+    xa(f' NoCertificado="{e}"')
+    ka(n)
+    if c.CondicionesDePago:
+        e, n = _P(c.CondicionesDePago)
+        xa(f' CondicionesDePago="{e}"')
+        ka(n)
+    v = _num(c.SubTotal)
+    xa(f' SubTotal="{v}"')
+    ka(v)
+    if c.Descuento is not None:
+        v = _num(c.Descuento)
+        xa(f' Descuento="{v}"')
+        ka(v)
+    e, n = _P(c.Moneda)
+    xa(f' Moneda="{e}"')
+    ka(n)
+    if c.TipoCambio is not None:
+        v = _num(c.TipoCambio)
+        xa(f' TipoCambio="{v}"')
+        ka(v)
+    v = _num(c.Total)
+    e, n = _P(c.TipoDeComprobante)
+    e2, n2 = _P(c.Exportacion)
+    xa(f' Total="{v}" TipoDeComprobante="{e}" Exportacion="{e2}"')
+    k += (v, n, n2)
+    if c.MetodoPago:
+        e, n = _P(c.MetodoPago)
+        xa(f' MetodoPago="{e}"')
+        ka(n)
+    e, n = _P(c.LugarExpedicion)
+    xa(f' LugarExpedicion="{e}"')
+    ka(n)
+    if c.Confirmacion:
+        e, n = _P(c.Confirmacion)
+        xa(f' Confirmacion="{e}"')
+        ka(n)
+    xa(f' Certificado="{_P(c.Certificado)[0]}" Sello="')
     head_len = len(x)
     xa('">')
 
     ig = c.InformacionGlobal
     if ig is not None:
         xa("<cfdi:InformacionGlobal")
-        A(x, k, (("Periodicidad", ig.Periodicidad, True), ("Meses", ig.Meses, True), ("Año", str(ig.Año), True)))
+        _attrs_str(x, k, (("Periodicidad", ig.Periodicidad, True), ("Meses", ig.Meses, True), ("Año", str(ig.Año), True)))
         xa("/>")
     for rel in c.CfdiRelacionados:
         xa("<cfdi:CfdiRelacionados")
-        A(x, k, (("TipoRelacion", rel.TipoRelacion, True),))
+        _attrs_str(x, k, (("TipoRelacion", rel.TipoRelacion, True),))
         xa(">")
         for u in rel.UUIDs:
             xa("<cfdi:CfdiRelacionado")
-            A(x, k, (("UUID", u, True),))
+            _attrs_str(x, k, (("UUID", u, True),))
             xa("/>")
         xa("</cfdi:CfdiRelacionados>")
-    e = c.Emisor
-    xa("<cfdi:Emisor")
-    A(x, k, (("Rfc", e.Rfc, True), ("Nombre", e.Nombre, True), ("RegimenFiscal", e.RegimenFiscal, True),
-             ("FacAtrAdquirente", e.FacAtrAdquirente, False)))
-    xa("/>")
+
+    em = c.Emisor
+    a, an = _P(em.Rfc)
+    b, bn = _P(em.Nombre)
+    d, dn = _P(em.RegimenFiscal)
+    k += (an, bn, dn)
+    if em.FacAtrAdquirente:
+        f, fn = _P(em.FacAtrAdquirente)
+        ka(fn)
+        xa(f'<cfdi:Emisor Rfc="{a}" Nombre="{b}" RegimenFiscal="{d}" FacAtrAdquirente="{f}"/>')
+    else:
+        xa(f'<cfdi:Emisor Rfc="{a}" Nombre="{b}" RegimenFiscal="{d}"/>')
+
     r = c.Receptor
-    xa("<cfdi:Receptor")
-    A(
-        x,
-        k,
-        (
-            ("Rfc", r.Rfc, True),
-            ("Nombre", r.Nombre, True),
-            ("DomicilioFiscalReceptor", r.DomicilioFiscalReceptor, True),
-            ("ResidenciaFiscal", r.ResidenciaFiscal, False),
-            ("NumRegIdTrib", r.NumRegIdTrib, False),
-            ("RegimenFiscalReceptor", r.RegimenFiscalReceptor, True),
-            ("UsoCFDI", r.UsoCFDI, True),
-        ),
-    )
-    xa("/><cfdi:Conceptos>")
+    a, an = _P(r.Rfc)
+    b, bn = _P(r.Nombre)
+    d, dn = _P(r.DomicilioFiscalReceptor)
+    xa(f'<cfdi:Receptor Rfc="{a}" Nombre="{b}" DomicilioFiscalReceptor="{d}"')
+    k += (an, bn, dn)
+    if r.ResidenciaFiscal:
+        e, n = _P(r.ResidenciaFiscal)
+        xa(f' ResidenciaFiscal="{e}"')
+        ka(n)
+    if r.NumRegIdTrib:
+        e, n = _P(r.NumRegIdTrib)
+        xa(f' NumRegIdTrib="{e}"')
+        ka(n)
+    a, an = _P(r.RegimenFiscalReceptor)
+    b, bn = _P(r.UsoCFDI)
+    xa(f' RegimenFiscalReceptor="{a}" UsoCFDI="{b}"/><cfdi:Conceptos>')
+    k += (an, bn)
+
     for cp in c.Conceptos:
-        xa("<cfdi:Concepto")
-        A(
-            x,
-            k,
-            (
-                ("ClaveProdServ", cp.ClaveProdServ, True),
-                ("NoIdentificacion", cp.NoIdentificacion, False),
-                ("Cantidad", cp.Cantidad, True),
-                ("ClaveUnidad", cp.ClaveUnidad, True),
-                ("Unidad", cp.Unidad, False),
-                ("Descripcion", cp.Descripcion, True),
-                ("ValorUnitario", cp.ValorUnitario, True),
-                ("Importe", cp.Importe, True),
-                ("Descuento", cp.Descuento, False),
-                ("ObjetoImp", cp.ObjetoImp, True),
-            ),
-        )
+        a, an = _P(cp.ClaveProdServ)
+        xa(f'<cfdi:Concepto ClaveProdServ="{a}"')
+        ka(an)
+        if cp.NoIdentificacion:
+            e, n = _P(cp.NoIdentificacion)
+            xa(f' NoIdentificacion="{e}"')
+            ka(n)
+        cant = _num(cp.Cantidad)
+        a, an = _P(cp.ClaveUnidad)
+        xa(f' Cantidad="{cant}" ClaveUnidad="{a}"')
+        k += (cant, an)
+        if cp.Unidad:
+            e, n = _P(cp.Unidad)
+            xa(f' Unidad="{e}"')
+            ka(n)
+        a, an = _P(cp.Descripcion)
+        vu, imp = _num(cp.ValorUnitario), _num(cp.Importe)
+        xa(f' Descripcion="{a}" ValorUnitario="{vu}" Importe="{imp}"')
+        k += (an, vu, imp)
+        if cp.Descuento is not None:
+            v = _num(cp.Descuento)
+            xa(f' Descuento="{v}"')
+            ka(v)
+        a, an = _P(cp.ObjetoImp)
+        ka(an)
         tras = cp.Traslados
         rets = cp.Retenciones
         terceros = cp.ACuentaTerceros
-        if not (tras or rets or terceros or cp.InformacionAduanera or cp.CuentaPredial):
-            xa("/>")
+        if not (tras or rets or terceros is not None or cp.InformacionAduanera or cp.CuentaPredial):
+            xa(f' ObjetoImp="{a}"/>')
             continue
-        xa(">")
+        xa(f' ObjetoImp="{a}">')
         if tras or rets:
             xa("<cfdi:Impuestos>")
             if tras:
                 xa("<cfdi:Traslados>")
-                for t in tras:
-                    if t.TipoFactor == "Exento":
-                        xa(f'<cfdi:Traslado Base="{t.Base}" Impuesto="{escape_attr(t.Impuesto)}" TipoFactor="Exento"/>')
-                        k.extend((fmt_num(t.Base), normalize_space(t.Impuesto), "Exento"))
-                    else:
-                        b, tasa, imp = fmt_num(t.Base), fmt_tasa(t.TasaOCuota), fmt_num(t.Importe)
-                        xa(
-                            f'<cfdi:Traslado Base="{b}" Impuesto="{escape_attr(t.Impuesto)}"'
-                            f' TipoFactor="{t.TipoFactor}" TasaOCuota="{tasa}" Importe="{imp}"/>'
-                        )
-                        k.extend((b, normalize_space(t.Impuesto), t.TipoFactor, tasa, imp))
+                _tax_lines("Traslado", tras, x, k)
                 xa("</cfdi:Traslados>")
             if rets:
                 xa("<cfdi:Retenciones>")
-                for t in rets:
-                    b, tasa, imp = fmt_num(t.Base), fmt_tasa(t.TasaOCuota), fmt_num(t.Importe)
-                    xa(
-                        f'<cfdi:Retencion Base="{b}" Impuesto="{escape_attr(t.Impuesto)}"'
-                        f' TipoFactor="{t.TipoFactor}" TasaOCuota="{tasa}" Importe="{imp}"/>'
-                    )
-                    k.extend((b, normalize_space(t.Impuesto), t.TipoFactor, tasa, imp))
+                _tax_lines("Retencion", rets, x, k)
                 xa("</cfdi:Retenciones>")
             xa("</cfdi:Impuestos>")
         if terceros is not None:
             xa("<cfdi:ACuentaTerceros")
-            A(
+            _attrs_str(
                 x,
                 k,
                 (
@@ -239,50 +338,43 @@ def render(c: Comprobante) -> tuple[str, str, str]:
             )
             xa("/>")
         for ped in cp.InformacionAduanera:
-            xa("<cfdi:InformacionAduanera")
-            A(x, k, (("NumeroPedimento", ped, True),))
-            xa("/>")
+            e, n = _P(ped)
+            xa(f'<cfdi:InformacionAduanera NumeroPedimento="{e}"/>')
+            ka(n)
         for num in cp.CuentaPredial:
-            xa("<cfdi:CuentaPredial")
-            A(x, k, (("Numero", num, True),))
-            xa("/>")
+            e, n = _P(num)
+            xa(f'<cfdi:CuentaPredial Numero="{e}"/>')
+            ka(n)
         xa("</cfdi:Concepto>")
     xa("</cfdi:Conceptos>")
 
     imp = c.Impuestos
     if imp is not None:
+        tir, tit = imp.TotalImpuestosRetenidos, imp.TotalImpuestosTrasladados
         xa("<cfdi:Impuestos")
-        if imp.TotalImpuestosRetenidos is not None:
-            xa(f' TotalImpuestosRetenidos="{fmt_num(imp.TotalImpuestosRetenidos)}"')
-        if imp.TotalImpuestosTrasladados is not None:
-            xa(f' TotalImpuestosTrasladados="{fmt_num(imp.TotalImpuestosTrasladados)}"')
+        if tir is not None:
+            tir = _num(tir)
+            xa(f' TotalImpuestosRetenidos="{tir}"')
+        if tit is not None:
+            tit = _num(tit)
+            xa(f' TotalImpuestosTrasladados="{tit}"')
         xa(">")
         if imp.Retenciones:
             xa("<cfdi:Retenciones>")
             for rt in imp.Retenciones:
-                v = fmt_num(rt.Importe)
-                xa(f'<cfdi:Retencion Impuesto="{escape_attr(rt.Impuesto)}" Importe="{v}"/>')
-                k.extend((normalize_space(rt.Impuesto), v))
+                e, n = _P(rt.Impuesto)
+                v = _num(rt.Importe)
+                xa(f'<cfdi:Retencion Impuesto="{e}" Importe="{v}"/>')
+                k += (n, v)
             xa("</cfdi:Retenciones>")
-        if imp.TotalImpuestosRetenidos is not None:
-            k.append(fmt_num(imp.TotalImpuestosRetenidos))
+        if tir is not None:
+            ka(tir)
         if imp.Traslados:
             xa("<cfdi:Traslados>")
-            for t in imp.Traslados:
-                if t.TipoFactor == "Exento" or t.Importe is None:
-                    b = fmt_num(t.Base)
-                    xa(f'<cfdi:Traslado Base="{b}" Impuesto="{escape_attr(t.Impuesto)}" TipoFactor="{t.TipoFactor}"/>')
-                    k.extend((b, normalize_space(t.Impuesto), t.TipoFactor))
-                else:
-                    b, tasa, v = fmt_num(t.Base), fmt_tasa(t.TasaOCuota), fmt_num(t.Importe)
-                    xa(
-                        f'<cfdi:Traslado Base="{b}" Impuesto="{escape_attr(t.Impuesto)}"'
-                        f' TipoFactor="{t.TipoFactor}" TasaOCuota="{tasa}" Importe="{v}"/>'
-                    )
-                    k.extend((b, normalize_space(t.Impuesto), t.TipoFactor, tasa, v))
+            _tax_lines("Traslado", imp.Traslados, x, k)
             xa("</cfdi:Traslados>")
-        if imp.TotalImpuestosTrasladados is not None:
-            k.append(fmt_num(imp.TotalImpuestosTrasladados))
+        if tit is not None:
+            ka(tit)
         xa("</cfdi:Impuestos>")
 
     if pagos is not None:

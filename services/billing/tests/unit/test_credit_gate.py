@@ -3,7 +3,6 @@ it when stamped, release it when stamping fails, and do each exactly once."""
 
 from decimal import Decimal
 
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

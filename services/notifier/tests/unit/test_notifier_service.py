@@ -1,0 +1,146 @@
+"""``NotifierService`` with fake renderer, mailer, repository and store."""
+
+import smtplib
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+
+from timbra_shared import topics
+from timbra_shared.events import InvoiceEmailed, InvoiceRendered, InvoiceStamped, InvoiceSummary
+
+NS_TFD = "{http://www.sat.gob.mx/TimbreFiscalDigital}TimbreFiscalDigital"
+
+
+def _summary(recipients=("pagos@ure.mx",)) -> InvoiceSummary:
+    return InvoiceSummary(type="I", serie="F", folio="1", rfc_emisor="EKU9003173C9", rfc_receptor="URE180429TM6", nombre_receptor="UNIVERSIDAD ROBOTICA ESPAÑOLA", total=Decimal("1305.00"), recipients=list(recipients))
+
+
+def _stamped(xml: bytes, recipients=("pagos@ure.mx",)) -> InvoiceStamped:
+    uuid = etree.fromstring(xml).find(f".//{NS_TFD}").get("UUID")
+    return InvoiceStamped(invoice_id="inv_1", issuer_id="iss_1", summary=_summary(recipients), uuid=uuid, fecha_timbrado="2025-01-01T00:00:00", xml=xml.decode(), pac="sandbox")
+
+
+def _rendered(recipients=("pagos@ure.mx",), uuid="5FB2822E-396D-4725-8521-CDC4BDD20CCF") -> InvoiceRendered:
+    return InvoiceRendered(invoice_id="inv_1", issuer_id="iss_1", summary=_summary(recipients), uuid=uuid, pdf_bytes=10)
+
+
+async def _render_then(notifier, fakes, stamped_xml, recipients=("pagos@ure.mx",)) -> InvoiceRendered:
+    await notifier.render(_stamped(stamped_xml, recipients))
+    (rendered,) = [e for e in fakes.store.emitted if isinstance(e, InvoiceRendered)]
+    return rendered
+
+
+# --------------------------------------------------------------------------- render
+
+
+async def test_render_stores_xml_and_pdf_and_emits_rendered(notifier, fakes, stamped_xml):
+    event = _stamped(stamped_xml)
+    await notifier.render(event)
+
+    (context,) = fakes.renderer.contexts
+    assert context["total_letra"] == "UN MIL TRESCIENTOS CINCO PESOS 00/100 M.N."
+    ((doc, session),) = fakes.repo.saves
+    assert session is fakes.store.sessions[0]
+    assert doc["_id"] == "inv_1" and doc["uuid"] == event.uuid
+    assert doc["xml"] == stamped_xml
+    assert doc["pdf"].startswith(b"%PDF")
+    (rendered,) = fakes.store.emitted
+    assert isinstance(rendered, InvoiceRendered)
+    assert (rendered.invoice_id, rendered.uuid, rendered.pdf_bytes) == ("inv_1", event.uuid, len(doc["pdf"]))
+    assert rendered.summary == event.summary
+
+
+async def test_render_once(notifier, fakes, stamped_xml):
+    event = _stamped(stamped_xml)
+    await notifier.render(event)
+    await notifier.render(event)
+    assert len(fakes.renderer.contexts) == 1
+    assert len(fakes.store.emitted) == 1
+    assert f"{topics.INVOICE_STAMPED}:inv_1" in fakes.store.processed
+
+
+# --------------------------------------------------------------------------- email
+
+
+async def test_email_is_sent_once_with_both_attachments(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml, recipients=("pagos@ure.mx", "conta@ure.mx"))
+    await notifier.email(rendered)
+    await notifier.email(rendered)  # redelivery
+
+    (message,) = fakes.mailer.sent
+    assert message["To"] == "pagos@ure.mx, conta@ure.mx"
+    assert message["Subject"] == "Factura F1 de EKU9003173C9"
+    assert message["Message-ID"] == "<inv_1@timbra.local>"
+    body = message.get_body(("plain",)).get_content()
+    assert "UNIVERSIDAD ROBOTICA ESPAÑOLA" in body and rendered.uuid in body and "1305.00 MXN" in body
+    attachments = {part.get_filename(): (part.get_content_type(), part.get_content()) for part in message.iter_attachments()}
+    assert set(attachments) == {f"{rendered.uuid}.xml", f"{rendered.uuid}.pdf"}
+    assert attachments[f"{rendered.uuid}.xml"] == ("application/xml", stamped_xml)
+    assert attachments[f"{rendered.uuid}.pdf"][0] == "application/pdf"
+    assert attachments[f"{rendered.uuid}.pdf"][1] == fakes.repo.documents["inv_1"]["pdf"]
+
+    (emailed,) = [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
+    assert emailed.recipients == ["pagos@ure.mx", "conta@ure.mx"]
+    assert emailed.message_id == "<inv_1@timbra.local>"
+    assert emailed.skipped_reason is None
+    (mark,) = fakes.repo.marks
+    assert (mark["state"], mark["message_id"], mark["error"]) == ("sent", "<inv_1@timbra.local>", None)
+    assert mark["session"] in fakes.store.sessions
+
+
+async def test_message_id_is_deterministic_across_retries(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml)
+    fakes.mailer.fail_with = [smtplib.SMTPServerDisconnected("connection lost")]
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        await notifier.email(rendered)
+    assert not [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
+    assert fakes.repo.emails["inv_1"]["state"] == "sending"
+
+    await notifier.email(rendered)  # the redelivery after the transient failure
+    (message,) = fakes.mailer.sent
+    assert message["Message-ID"] == "<inv_1@timbra.local>"
+    assert len([e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]) == 1
+    assert fakes.repo.emails["inv_1"]["attempts"] == 2
+
+
+async def test_no_recipients_is_recorded_as_skipped_without_mail(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml, recipients=())
+    await notifier.email(rendered)
+    assert fakes.mailer.sent == []
+    (emailed,) = [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
+    assert emailed.recipients == []
+    assert emailed.message_id is None
+    assert emailed.skipped_reason == "La factura no tiene destinatarios de correo."
+    assert fakes.repo.marks == [] and fakes.repo.emails == {}
+
+
+async def test_permanent_mail_error_is_recorded(notifier, fakes, stamped_xml, permanent_error):
+    rendered = await _render_then(notifier, fakes, stamped_xml)
+    fakes.mailer.fail_with = [permanent_error]
+    await notifier.email(rendered)
+    await notifier.email(rendered)  # a redelivery does not try again
+
+    assert fakes.mailer.sent == []
+    (emailed,) = [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
+    assert emailed.recipients == [] and emailed.message_id is None
+    assert emailed.skipped_reason == str(permanent_error)
+    (mark,) = fakes.repo.marks
+    assert (mark["state"], mark["message_id"], mark["error"]) == ("failed", None, str(permanent_error))
+
+
+async def test_recipients_are_deduplicated_and_capped(notifier, fakes, stamped_xml):
+    many = ["a@x.mx", "a@x.mx", *[f"u{i}@x.mx" for i in range(12)]]
+    rendered = await _render_then(notifier, fakes, stamped_xml)
+    rendered = rendered.model_copy(update={"summary": rendered.summary.model_copy(update={"recipients": many})})
+    await notifier.email(rendered)
+    (message,) = fakes.mailer.sent
+    to = message["To"].split(", ")
+    assert len(to) == 10 and to[0] == "a@x.mx" and len(set(to)) == 10
+
+
+async def test_an_email_already_sent_is_not_sent_again(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml)
+    fakes.repo.emails["inv_1"] = {"_id": "inv_1", "state": "sent", "attempts": 1}
+    await notifier.email(rendered)
+    assert fakes.mailer.sent == []
