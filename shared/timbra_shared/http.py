@@ -58,7 +58,7 @@ def validation_problems(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]
             message = template.format(**(err.get("ctx") or {})) if template else err.get("msg", "Valor inválido.")
         except (KeyError, IndexError):
             message = template or err.get("msg", "Valor inválido.")
-        path = _path(err.get("loc", ()))
+        path = None if err.get("type") == "json_invalid" else _path(err.get("loc", ()))
         problems.append({"message": f"{path}: {message}" if path else message, "code": "TIMBRA_VALIDATION", "source": "timbra", "path": path or None})
     return problems
 

@@ -72,8 +72,10 @@ def create_app(settings: Settings) -> FastAPI:
             json={"key": key},
             headers={"x-timbra-internal": settings.internal_secret},
         )
-        if response.status_code != 200:
+        if response.status_code in (401, 403):
             return None
+        if response.status_code != 200:
+            raise httpx.HTTPStatusError(f"key exchange answered {response.status_code}", request=response.request, response=response)
         token = response.json()["token"]
         if len(tokens) > 50_000:
             tokens.clear()

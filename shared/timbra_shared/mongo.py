@@ -57,6 +57,10 @@ class Store:
         ])
         await self.db.processed.create_indexes([IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 86400)])
 
+    async def was_processed(self, dedupe: str) -> bool:
+        """True when a unit of work with this dedupe key has committed (skip costly work early)."""
+        return await self.db.processed.find_one({"_id": dedupe}, projection={"_id": 1}) is not None
+
     async def transact(
         self,
         work: Callable[[Transaction], Awaitable[T]],

@@ -31,7 +31,7 @@ class NotifierService:
         self.mailer = mailer
 
     async def render(self, event: InvoiceStamped) -> None:
-        if await self.store.db.processed.find_one({"_id": f"{event.event_type}:{event.invoice_id}"}):
+        if await self.store.was_processed(f"{event.event_type}:{event.invoice_id}"):
             return
         xml = event.xml.encode()
         pdf = await asyncio.to_thread(lambda: self.renderer.render(printed_context(xml)))
@@ -46,7 +46,7 @@ class NotifierService:
         await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
 
     async def email(self, event: InvoiceRendered) -> None:
-        if await self.store.db.processed.find_one({"_id": f"{event.event_type}:{event.invoice_id}"}):
+        if await self.store.was_processed(f"{event.event_type}:{event.invoice_id}"):
             return
         recipients = list(dict.fromkeys(event.summary.recipients))[:10]
         message_id = None

@@ -22,7 +22,7 @@ class StampingService:
         self.latency = Histogram("timbra_pac_stamp_seconds", "PAC stamp call latency", registry=registry)
 
     async def stamp(self, event: InvoiceFunded) -> None:
-        if await self.repo.get(event.invoice_id):
+        if await self.store.was_processed(f"{event.event_type}:{event.invoice_id}") or await self.repo.get(event.invoice_id):
             return
         try:
             with self.latency.time():

@@ -123,3 +123,103 @@ def make_csd(
         key_der = key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, BestAvailableEncryption(password.encode()))
         _results[args] = (cer_der, key_der)
         return cer_der, key_der
+
+
+# ----------------------------------------------------------------------------
+# Sample documents (used by the test-suite, the benchmark and other services' tests)
+# ----------------------------------------------------------------------------
+
+
+def sample_invoice(**overrides):
+    """A typical Ingreso: 3 concepts with IVA 16 %, one with ISR retención (unbuilt)."""
+    from decimal import Decimal
+
+    from .models import Comprobante, Concepto, Emisor, Receptor, Retencion, Traslado
+
+    iva = lambda: [Traslado(Impuesto="002", TipoFactor="Tasa", TasaOCuota=Decimal("0.160000"))]  # noqa: E731
+    kw = dict(
+        Emisor=Emisor(Rfc="EKU9003173C9", Nombre="ESCUELA KEMPER URGATE", RegimenFiscal="601"),
+        Receptor=Receptor(
+            Rfc="URE180429TM6",
+            Nombre="UNIVERSIDAD ROBOTICA ESPAÑOLA",
+            DomicilioFiscalReceptor="86991",
+            RegimenFiscalReceptor="601",
+            UsoCFDI="G03",
+        ),
+        LugarExpedicion="42501",
+        Fecha="2025-01-15T10:30:00",
+        Serie="A",
+        Folio="1001",
+        FormaPago="03",
+        MetodoPago="PUE",
+        Conceptos=[
+            Concepto(ClaveProdServ="84111506", Cantidad=Decimal("2"), ClaveUnidad="E48", Unidad="Servicio",
+                     Descripcion="Actualización", ValorUnitario=Decimal("575.00"), Traslados=iva()),
+            Concepto(ClaveProdServ="43232408", Cantidad=Decimal("1"), ClaveUnidad="H87", Unidad="Pieza",
+                     Descripcion="Anualidad", ValorUnitario=Decimal("550.00"), Traslados=iva()),
+            Concepto(ClaveProdServ="80101500", Cantidad=Decimal("3.5"), ClaveUnidad="E48", Unidad="Hora",
+                     Descripcion="Consultoría", ValorUnitario=Decimal("1234.57"), Traslados=iva(),
+                     Retenciones=[Retencion(Impuesto="001", TipoFactor="Tasa", TasaOCuota=Decimal("0.100000"))]),
+        ],
+    )
+    kw.update(overrides)
+    return Comprobante(**kw)
+
+
+def sample_pago(**overrides):
+    """A Pago (tipo P) with Pagos 2.0: two payments, three related documents, IVA 16 % and ISR."""
+    from decimal import Decimal
+
+    from .models import Comprobante, DoctoRelacionado, Emisor, Pago, Pagos, Receptor, RetencionDR, TrasladoDR
+
+    kw = dict(
+        Emisor=Emisor(Rfc="EKU9003173C9", Nombre="ESCUELA KEMPER URGATE", RegimenFiscal="601"),
+        Receptor=Receptor(
+            Rfc="URE180429TM6",
+            Nombre="UNIVERSIDAD ROBOTICA ESPAÑOLA",
+            DomicilioFiscalReceptor="86991",
+            RegimenFiscalReceptor="601",
+            UsoCFDI="CP01",
+        ),
+        LugarExpedicion="42501",
+        Fecha="2025-01-15T10:30:00",
+        TipoDeComprobante="P",
+        Moneda="XXX",
+        Pagos=Pagos(
+            Pago=[
+                Pago(
+                    FechaPago="2025-01-14T12:00:00",
+                    FormaDePagoP="03",
+                    MonedaP="MXN",
+                    DoctoRelacionado=[
+                        DoctoRelacionado(
+                            IdDocumento="C1DF8D01-8436-4E7D-BECF-20F31624280D", MonedaDR="MXN", NumParcialidad=1,
+                            ImpSaldoAnt=Decimal("1305.00"), ImpPagado=Decimal("1305.00"),
+                            TrasladosDR=[TrasladoDR(BaseDR=Decimal("1125.00"), TasaOCuotaDR=Decimal("0.160000"))],
+                        ),
+                        DoctoRelacionado(
+                            IdDocumento="CB675288-97C8-45C2-9618-27FEF433AD59", MonedaDR="MXN", NumParcialidad=2,
+                            ImpSaldoAnt=Decimal("5000.00"), ImpPagado=Decimal("1050.00"),
+                            TrasladosDR=[TrasladoDR(BaseDR=Decimal("1000.00"), TasaOCuotaDR=Decimal("0.160000"))],
+                            RetencionesDR=[RetencionDR(BaseDR=Decimal("1000.00"), ImpuestoDR="001", TasaOCuotaDR=Decimal("0.100000"))],
+                        ),
+                    ],
+                ),
+                Pago(
+                    FechaPago="2025-01-15T09:00:00",
+                    FormaDePagoP="03",
+                    MonedaP="USD",
+                    TipoCambioP=Decimal("20.5"),
+                    DoctoRelacionado=[
+                        DoctoRelacionado(
+                            IdDocumento="CB36554D-AF7B-4EBC-97CB-8C40FDFD9E20", MonedaDR="USD", NumParcialidad=1,
+                            ImpSaldoAnt=Decimal("116.00"), ImpPagado=Decimal("116.00"),
+                            TrasladosDR=[TrasladoDR(BaseDR=Decimal("100.00"), TasaOCuotaDR=Decimal("0.160000"))],
+                        ),
+                    ],
+                ),
+            ]
+        ),
+    )
+    kw.update(overrides)
+    return Comprobante(**kw)

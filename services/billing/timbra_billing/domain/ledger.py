@@ -14,7 +14,6 @@ class Entry(StrEnum):
     COMMIT = "commit"
     RELEASE = "release"
     EXPIRE = "expire"
-    ADJUST = "adjust"
 
 
 # How each entry moves the running totals.

@@ -2,6 +2,7 @@
 
 import base64
 import io
+from urllib.parse import quote
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +20,7 @@ VERIFY_URL = "https://verificacfdi.facturaelectronica.sat.gob.mx/default.aspx"
 
 def verification_url(uuid: str, rfc_emisor: str, rfc_receptor: str, total: str, sello: str) -> str:
     total_fmt = f"{Decimal(total):025.6f}"
-    return f"{VERIFY_URL}?id={uuid}&re={rfc_emisor}&rr={rfc_receptor}&tt={total_fmt}&fe={sello[-8:]}"
+    return f"{VERIFY_URL}?id={uuid}&re={quote(rfc_emisor)}&rr={quote(rfc_receptor)}&tt={total_fmt}&fe={sello[-8:]}"
 
 
 def qr_data_uri(text: str) -> str:

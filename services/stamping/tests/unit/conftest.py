@@ -33,6 +33,9 @@ class FakeStore:
         self.emitted: list[BaseModel] = []
         self.sessions: list[FakeSession] = []
 
+    async def was_processed(self, dedupe: str) -> bool:
+        return dedupe in self.processed
+
     async def transact(self, work, *, dedupe: str | None = None):
         if dedupe is not None and dedupe in self.processed:
             return DUPLICATE

@@ -141,7 +141,6 @@ async def test_a_non_json_answer_is_transient(client, pac_server):
         await client.stamp(XML, idempotency_id="inv_1")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: HTTP 429 (rate limited) is mapped to PacRejected (permanent: the invoice is failed and its credit released) instead of PacUnavailable")
 async def test_rate_limiting_is_transient(client, pac_server):
     pac_server["handler"] = answer(429, envelope("error", "Too many requests"))
     with pytest.raises(PacUnavailable):

@@ -89,7 +89,6 @@ async def test_each_invoice_is_stamped_with_its_own_idempotency_id(stamping, sto
     assert [e.invoice_id for e in store.emitted] == ["inv_a", "inv_b"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after a PAC rejection nothing is stored in stamps, so a redelivered invoice.funded calls the PAC again; if the PAC then stamps, the transaction is a DUPLICATE and the stamped CFDI is silently lost (timbra_stamping/service.py StampingService.stamp)")
 async def test_a_redelivery_after_a_rejection_does_not_call_the_pac_again(stamping, store, repo, pac):
     pac.script = [PacRejected("CFDI40101", "El campo Fecha excede las 72 horas previas a la certificación."), result()]
     await stamping.stamp(funded())
