@@ -78,10 +78,14 @@ class Outbox:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def requeue(self, invoice_id: str) -> int:
-        """Publish again every event this service emitted for ``invoice_id`` (a redrive)."""
+    async def requeue(self, invoice_id: str, topics: Iterable[str] | None = None) -> int:
+        """Publish again the events this service emitted for ``invoice_id`` (a redrive), optionally
+        only those on ``topics``."""
         assert self.collection is not None
-        docs = await self.collection.find({"invoice_id": invoice_id}).sort("created_at", 1).to_list(None)
+        query: dict[str, Any] = {"invoice_id": invoice_id}
+        if topics is not None:
+            query["topic"] = {"$in": sorted(topics)}
+        docs = await self.collection.find(query).sort("created_at", 1).to_list(None)
         self.dispatch(docs)
         return len(docs)
 

@@ -57,7 +57,7 @@ class Runtime:
 
         @subscriber(router, topics.INVOICE_REDRIVE, group=f"{self.service}.redrive")
         async def on_redrive(command: RedriveInvoice) -> None:
-            count = await self.outbox.requeue(command.invoice_id)
+            count = await self.outbox.requeue(command.invoice_id, topics.redrive_topics(command.stuck_status))
             if count:
                 log.info("outbox.redriven", invoice_id=command.invoice_id, events=count, stuck_status=command.stuck_status)
 

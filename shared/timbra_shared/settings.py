@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     service_urls_json: str = Field(default="{}", alias="TIMBRA_SERVICE_URLS")
     log_level: str = Field(default="INFO", alias="TIMBRA_LOG_LEVEL")
     sweep_interval_s: float = Field(default=5.0, alias="TIMBRA_SWEEP_INTERVAL")
-    stuck_after_s: float = Field(default=30.0, alias="TIMBRA_STUCK_AFTER")
+    stuck_after_s: float = Field(default=120.0, alias="TIMBRA_STUCK_AFTER")
     outbox_poll_s: float = Field(default=1.0, alias="TIMBRA_OUTBOX_POLL")
 
     @cached_property

@@ -37,6 +37,25 @@ PIPELINE_TOPICS = (
 
 STATUS_TOPICS = PIPELINE_TOPICS[1:]
 
+# The happy path in order; an invoice stuck at a status needs the event that produced that status
+# (or a later one) delivered again, never the earlier ones.
+HAPPY_PATH = (
+    ("requested", INVOICE_REQUESTED),
+    ("built", INVOICE_BUILT),
+    ("sealed", INVOICE_SEALED),
+    ("funded", INVOICE_FUNDED),
+    ("stamped", INVOICE_STAMPED),
+    ("rendered", INVOICE_RENDERED),
+    ("emailed", INVOICE_EMAILED),
+)
+
+
+def redrive_topics(stuck_status: str) -> frozenset[str]:
+    """The topics whose events a redrive of an invoice stuck at ``stuck_status`` republishes."""
+    statuses = [status for status, _ in HAPPY_PATH]
+    start = statuses.index(stuck_status) if stuck_status in statuses else 0
+    return frozenset(topic for _, topic in HAPPY_PATH[start:])
+
 DEFAULT_PARTITIONS = 6
 
 
