@@ -122,16 +122,27 @@ def satcfdi_invoice(signer) -> bytes:
     return c.xml_bytes()
 
 
-def measure(fn, n: int, warmup: int = 50) -> list[float]:
-    for _ in range(warmup):
-        fn()
+def measure(fns: dict, n: int, block: int = 100, warmup: int = 50) -> dict[str, list[float]]:
+    """Contenders take turns in short blocks (``block`` invoices each, order rotating),
+    so each runs warm, as a sealing service would, while load drift on a shared
+    machine is spread evenly over all of them. Returns per-invoice times in ms."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     gc.collect()
-    out = []
+    names = list(fns)
+    out: dict[str, list[float]] = {k: [] for k in names}
     pc = time.perf_counter_ns
-    for _ in range(n):
-        t0 = pc()
-        fn()
-        out.append((pc() - t0) / 1e6)
+    rounds = max(1, n // block)
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            fn = fns[name]
+            times = out[name]
+            for _ in range(block):
+                t0 = pc()
+                fn()
+                times.append((pc() - t0) / 1e6)
     return out
 
 
@@ -159,15 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     data = cfdi.cadena_original(t_xml).encode()
     pk, pad, sha = csd.private_key, padding.PKCS1v15(), hashes.SHA256()
 
-    rounds = []
-    # interleave contenders in a few rounds so drift affects all equally
-    per = max(1, args.n // 4)
-    t_all, s_all, r_all = [], [], []
-    for _ in range(4):
-        r_all += measure(lambda: pk.sign(data, pad, sha), per)
-        t_all += measure(lambda: timbra_invoice(csd), per)
-        s_all += measure(lambda: satcfdi_invoice(signer), per)
-    rounds.append((t_all, s_all, r_all))
+    res = measure(
+        {
+            "rsa": lambda: pk.sign(data, pad, sha),
+            "timbra": lambda: timbra_invoice(csd),
+            "satcfdi": lambda: satcfdi_invoice(signer),
+        },
+        args.n,
+    )
+    t_all, s_all, r_all = res["timbra"], res["satcfdi"], res["rsa"]
 
     t_med, s_med, r_med = statistics.median(t_all), statistics.median(s_all), statistics.median(r_all)
     print(f"CFDI 4.0 build → seal → serialize, one invoice (3 concepts, IVA 16%, 1 ISR retención)")

@@ -204,6 +204,13 @@ class IssuerService:
                 problems = [Problem(getattr(exc, "code", "TIMBRA_SEAL_FAILED"), str(exc))]
 
         async def work(tx: Transaction) -> None:
+            await self.repo.record_seal({
+                "_id": event.invoice_id,
+                "issuer_id": event.issuer_id,
+                "no_certificado": csd.serial if csd is not None and not problems else None,
+                "rejected": [p.code for p in problems],
+                "at": utcnow(),
+            }, session=tx.session)
             if problems:
                 tx.emit(InvoiceRejected(
                     invoice_id=event.invoice_id,

@@ -110,63 +110,86 @@ def _fecha(c: Comprobante) -> str:
     return f
 
 
-def _tax_line(t, kind: str, base_default: Decimal, cantidad: Decimal, dec: int, q: Decimal, where: str):
-    """Return a new Traslado/Retencion with Decimal Base/TasaOCuota/Importe filled."""
+_TASA_OK: dict = {}
+
+
+def _tax_line(t, kind: str, base_default: Decimal, cantidad: Decimal, dec: int, q: Decimal, where):
+    """Return a new Traslado/Retencion with Decimal Base/TasaOCuota/Importe filled.
+
+    ``where`` is a zero-argument callable giving the node name (error messages only)."""
     factor = t.TipoFactor
     if factor not in ("Tasa", "Cuota", "Exento"):
-        raise BuildError("CFDI40176", f"{where}: TipoFactor {factor!r} no es Tasa, Cuota ni Exento")
+        raise BuildError("CFDI40176", f"{where()}: TipoFactor {factor!r} no es Tasa, Cuota ni Exento")
     if t.Base is not None:
-        base = to_decimal(t.Base, f"{where}.Base")
-        _check_places(base, 6, f"{where}.Base")
+        base = to_decimal(t.Base, f"{where()}.Base")
+        _check_places(base, 6, f"{where()}.Base")
     elif factor == "Cuota":
         base = cantidad
     else:
         base = base_default
     if factor == "Exento":
         if kind == "R":
-            raise BuildError("CFDI40184", f"{where}: una retención no puede ser Exenta")
+            raise BuildError("CFDI40184", f"{where()}: una retención no puede ser Exenta")
         if t.TasaOCuota is not None or t.Importe is not None:
-            raise BuildError("CFDI40177", f"{where}: un traslado Exento no lleva TasaOCuota ni Importe")
+            raise BuildError("CFDI40177", f"{where()}: un traslado Exento no lleva TasaOCuota ni Importe")
         return Traslado(Impuesto=t.Impuesto, TipoFactor=factor, TasaOCuota=None, Base=base, Importe=None)
-    if t.TasaOCuota is None:
-        raise BuildError("CFDI40178", f"{where}: falta TasaOCuota")
-    tasa = to_decimal(t.TasaOCuota, f"{where}.TasaOCuota")
-    _check_places(tasa, 6, f"{where}.TasaOCuota")
+    tasa = t.TasaOCuota
+    if tasa is None:
+        raise BuildError("CFDI40178", f"{where()}: falta TasaOCuota")
+    if type(tasa) is not Decimal or tasa not in _TASA_OK:
+        tasa = to_decimal(tasa, f"{where()}.TasaOCuota")
+        _check_places(tasa, 6, f"{where()}.TasaOCuota")
+        if len(_TASA_OK) < 1024:
+            _TASA_OK[tasa] = True
     if t.Importe is not None:
-        importe = to_decimal(t.Importe, f"{where}.Importe")
-        _check_places(importe, 6, f"{where}.Importe")
+        importe = to_decimal(t.Importe, f"{where()}.Importe")
+        _check_places(importe, 6, f"{where()}.Importe")
     else:
         importe = (base * tasa).quantize(q, rounding=ROUND_HALF_UP)
-    cls = Traslado if kind == "T" else Retencion
-    return cls(Impuesto=t.Impuesto, TipoFactor=factor, TasaOCuota=tasa, Base=base, Importe=importe)
+    if kind == "T":
+        return Traslado(Impuesto=t.Impuesto, TipoFactor=factor, TasaOCuota=tasa, Base=base, Importe=importe)
+    return Retencion(Impuesto=t.Impuesto, TipoFactor=factor, TasaOCuota=tasa, Base=base, Importe=importe)
+
+
+def _amount(value, max_places: int, i: int, name: str) -> Decimal:
+    """to_decimal + decimals/sign check, formatting the node name only on error."""
+    if type(value) is Decimal and value.is_finite():
+        d = value
+    else:
+        d = to_decimal(value, f"Concepto[{i}].{name}")
+    if d < 0 or d != d.quantize(_QUANTA[max_places]):
+        _check_places(d, max_places, f"Concepto[{i}].{name}")
+    return d
 
 
 def _build_concepto(c: Concepto, dec: int, q: Decimal, i: int, tipo: str) -> Concepto:
-    where = f"Concepto[{i}]"
-    cant = to_decimal(c.Cantidad, f"{where}.Cantidad")
-    vu = to_decimal(c.ValorUnitario, f"{where}.ValorUnitario")
-    _check_places(cant, 6, f"{where}.Cantidad")
-    _check_places(vu, 6, f"{where}.ValorUnitario")
+    cant = _amount(c.Cantidad, 6, i, "Cantidad")
+    vu = _amount(c.ValorUnitario, 6, i, "ValorUnitario")
     if cant <= 0:
-        raise BuildError("invalid_amount", f"{where}.Cantidad debe ser mayor que cero")
+        raise BuildError("invalid_amount", f"Concepto[{i}].Cantidad debe ser mayor que cero")
     importe = (cant * vu).quantize(q, rounding=ROUND_HALF_UP)
     desc = None
     base = importe
     if c.Descuento is not None:
-        desc = to_decimal(c.Descuento, f"{where}.Descuento")
-        _check_places(desc, dec, f"{where}.Descuento")
+        desc = _amount(c.Descuento, dec, i, "Descuento")
         if desc > importe:
-            raise BuildError("CFDI40169", f"{where}: el Descuento {desc} excede el Importe {importe}")
+            raise BuildError("CFDI40169", f"Concepto[{i}]: el Descuento {desc} excede el Importe {importe}")
         desc = desc.quantize(q)
         base = importe - desc
-    tras = [_tax_line(t, "T", base, cant, dec, q, f"{where}.Traslado[{j}]") for j, t in enumerate(c.Traslados, 1)]
-    rets = [_tax_line(t, "R", base, cant, dec, q, f"{where}.Retencion[{j}]") for j, t in enumerate(c.Retenciones, 1)]
+    tras = [
+        _tax_line(t, "T", base, cant, dec, q, lambda j=j: f"Concepto[{i}].Traslado[{j}]")
+        for j, t in enumerate(c.Traslados, 1)
+    ]
+    rets = [
+        _tax_line(t, "R", base, cant, dec, q, lambda j=j: f"Concepto[{i}].Retencion[{j}]")
+        for j, t in enumerate(c.Retenciones, 1)
+    ]
     obj = c.ObjetoImp
-    has_tax = bool(tras or rets)
-    if obj == "02" and not has_tax:
-        raise BuildError("CFDI40171", f"{where}: ObjetoImp 02 requiere al menos un traslado o retención")
-    if obj in ("01", "03", "04") and has_tax:
-        raise BuildError("CFDI40172", f"{where}: ObjetoImp {obj} no admite el nodo Impuestos")
+    if obj == "02":
+        if not (tras or rets):
+            raise BuildError("CFDI40171", f"Concepto[{i}]: ObjetoImp 02 requiere al menos un traslado o retención")
+    elif obj in ("01", "03", "04") and (tras or rets):
+        raise BuildError("CFDI40172", f"Concepto[{i}]: ObjetoImp {obj} no admite el nodo Impuestos")
     return Concepto(
         ClaveProdServ=c.ClaveProdServ,
         Cantidad=cant,

@@ -119,6 +119,16 @@ def _P(value) -> tuple[str, str]:
 
 
 _TASA_FMT: dict = {}
+# Emisor/Receptor fragments keyed by their attribute values (issuers repeat them).
+_FRAG_CACHE: dict[tuple, tuple[str, tuple[str, ...]]] = {}
+
+
+def _remember(key: tuple, xml: str, cadena: list) -> tuple[str, tuple[str, ...]]:
+    if len(_FRAG_CACHE) >= 20_000:
+        _FRAG_CACHE.clear()
+    frag = (xml, tuple(cadena))
+    _FRAG_CACHE[key] = frag
+    return frag
 
 
 def _tasa(d) -> str:
@@ -150,9 +160,10 @@ _HEAD_PAGOS = (
 
 
 def _tax_lines(tag: str, lines, x: list, k: list) -> None:
+    _SC = _STR_CACHE.get
     xa = x.append
     for t in lines:
-        ie, inn = _P(t.Impuesto)
+        ie, inn = (_SC(t.Impuesto) or _P(t.Impuesto))
         b = _num(t.Base)
         f = t.TipoFactor
         if f == "Exento" or t.Importe is None:
@@ -172,6 +183,7 @@ def render(c: Comprobante) -> tuple[str, str, str]:
     if c.SubTotal is None or c.Total is None:
         raise BuildError("not_built", "El comprobante no se ha calculado: llame a build() primero")
     pagos = c.Pagos
+    _SC = _STR_CACHE.get
     x: list[str] = [_HEAD_PAGOS if pagos is not None else _HEAD]
     k: list[str] = ["4.0"]
     xa = x.append
@@ -179,25 +191,25 @@ def render(c: Comprobante) -> tuple[str, str, str]:
 
     # -- Comprobante attributes, in cadena order
     if c.Serie:
-        e, n = _P(c.Serie)
+        e, n = (_SC(c.Serie) or _P(c.Serie))
         xa(f' Serie="{e}"')
         ka(n)
     if c.Folio:
-        e, n = _P(c.Folio)
+        e, n = (_SC(c.Folio) or _P(c.Folio))
         xa(f' Folio="{e}"')
         ka(n)
-    e, n = _P(c.Fecha)
+    e, n = (_SC(c.Fecha) or _P(c.Fecha))
     xa(f' Fecha="{e}"')
     ka(n)
     if c.FormaPago:
-        e, n = _P(c.FormaPago)
+        e, n = (_SC(c.FormaPago) or _P(c.FormaPago))
         xa(f' FormaPago="{e}"')
         ka(n)
-    e, n = _P(c.NoCertificado)
+    e, n = (_SC(c.NoCertificado) or _P(c.NoCertificado))
     xa(f' NoCertificado="{e}"')
     ka(n)
     if c.CondicionesDePago:
-        e, n = _P(c.CondicionesDePago)
+        e, n = (_SC(c.CondicionesDePago) or _P(c.CondicionesDePago))
         xa(f' CondicionesDePago="{e}"')
         ka(n)
     v = _num(c.SubTotal)
@@ -207,7 +219,7 @@ def render(c: Comprobante) -> tuple[str, str, str]:
         v = _num(c.Descuento)
         xa(f' Descuento="{v}"')
         ka(v)
-    e, n = _P(c.Moneda)
+    e, n = (_SC(c.Moneda) or _P(c.Moneda))
     xa(f' Moneda="{e}"')
     ka(n)
     if c.TipoCambio is not None:
@@ -215,22 +227,22 @@ def render(c: Comprobante) -> tuple[str, str, str]:
         xa(f' TipoCambio="{v}"')
         ka(v)
     v = _num(c.Total)
-    e, n = _P(c.TipoDeComprobante)
-    e2, n2 = _P(c.Exportacion)
+    e, n = (_SC(c.TipoDeComprobante) or _P(c.TipoDeComprobante))
+    e2, n2 = (_SC(c.Exportacion) or _P(c.Exportacion))
     xa(f' Total="{v}" TipoDeComprobante="{e}" Exportacion="{e2}"')
     k += (v, n, n2)
     if c.MetodoPago:
-        e, n = _P(c.MetodoPago)
+        e, n = (_SC(c.MetodoPago) or _P(c.MetodoPago))
         xa(f' MetodoPago="{e}"')
         ka(n)
-    e, n = _P(c.LugarExpedicion)
+    e, n = (_SC(c.LugarExpedicion) or _P(c.LugarExpedicion))
     xa(f' LugarExpedicion="{e}"')
     ka(n)
     if c.Confirmacion:
-        e, n = _P(c.Confirmacion)
+        e, n = (_SC(c.Confirmacion) or _P(c.Confirmacion))
         xa(f' Confirmacion="{e}"')
         ka(n)
-    xa(f' Certificado="{_P(c.Certificado)[0]}" Sello="')
+    xa(f' Certificado="{(_SC(c.Certificado) or _P(c.Certificado))[0]}" Sello="')
     head_len = len(x)
     xa('">')
 
@@ -250,53 +262,55 @@ def render(c: Comprobante) -> tuple[str, str, str]:
         xa("</cfdi:CfdiRelacionados>")
 
     em = c.Emisor
-    a, an = _P(em.Rfc)
-    b, bn = _P(em.Nombre)
-    d, dn = _P(em.RegimenFiscal)
-    k += (an, bn, dn)
-    if em.FacAtrAdquirente:
-        f, fn = _P(em.FacAtrAdquirente)
-        ka(fn)
-        xa(f'<cfdi:Emisor Rfc="{a}" Nombre="{b}" RegimenFiscal="{d}" FacAtrAdquirente="{f}"/>')
-    else:
-        xa(f'<cfdi:Emisor Rfc="{a}" Nombre="{b}" RegimenFiscal="{d}"/>')
+    key = (em.Rfc, em.Nombre, em.RegimenFiscal, em.FacAtrAdquirente)
+    frag = _FRAG_CACHE.get(key)
+    if frag is None:
+        fx: list[str] = []
+        fk: list[str] = []
+        _attrs_str(fx, fk, (("Rfc", em.Rfc, True), ("Nombre", em.Nombre, True),
+                            ("RegimenFiscal", em.RegimenFiscal, True), ("FacAtrAdquirente", em.FacAtrAdquirente, False)))
+        frag = _remember(key, "<cfdi:Emisor" + "".join(fx) + "/>", fk)
+    xa(frag[0])
+    k += frag[1]
 
     r = c.Receptor
-    a, an = _P(r.Rfc)
-    b, bn = _P(r.Nombre)
-    d, dn = _P(r.DomicilioFiscalReceptor)
-    xa(f'<cfdi:Receptor Rfc="{a}" Nombre="{b}" DomicilioFiscalReceptor="{d}"')
-    k += (an, bn, dn)
-    if r.ResidenciaFiscal:
-        e, n = _P(r.ResidenciaFiscal)
-        xa(f' ResidenciaFiscal="{e}"')
-        ka(n)
-    if r.NumRegIdTrib:
-        e, n = _P(r.NumRegIdTrib)
-        xa(f' NumRegIdTrib="{e}"')
-        ka(n)
-    a, an = _P(r.RegimenFiscalReceptor)
-    b, bn = _P(r.UsoCFDI)
-    xa(f' RegimenFiscalReceptor="{a}" UsoCFDI="{b}"/><cfdi:Conceptos>')
-    k += (an, bn)
+    key = (r.Rfc, r.Nombre, r.DomicilioFiscalReceptor, r.ResidenciaFiscal, r.NumRegIdTrib,
+           r.RegimenFiscalReceptor, r.UsoCFDI, 1)
+    frag = _FRAG_CACHE.get(key)
+    if frag is None:
+        fx = []
+        fk = []
+        _attrs_str(fx, fk, (
+            ("Rfc", r.Rfc, True),
+            ("Nombre", r.Nombre, True),
+            ("DomicilioFiscalReceptor", r.DomicilioFiscalReceptor, True),
+            ("ResidenciaFiscal", r.ResidenciaFiscal, False),
+            ("NumRegIdTrib", r.NumRegIdTrib, False),
+            ("RegimenFiscalReceptor", r.RegimenFiscalReceptor, True),
+            ("UsoCFDI", r.UsoCFDI, True),
+        ))
+        frag = _remember(key, "<cfdi:Receptor" + "".join(fx) + "/>", fk)
+    xa(frag[0])
+    xa("<cfdi:Conceptos>")
+    k += frag[1]
 
     for cp in c.Conceptos:
-        a, an = _P(cp.ClaveProdServ)
+        a, an = (_SC(cp.ClaveProdServ) or _P(cp.ClaveProdServ))
         xa(f'<cfdi:Concepto ClaveProdServ="{a}"')
         ka(an)
         if cp.NoIdentificacion:
-            e, n = _P(cp.NoIdentificacion)
+            e, n = (_SC(cp.NoIdentificacion) or _P(cp.NoIdentificacion))
             xa(f' NoIdentificacion="{e}"')
             ka(n)
         cant = _num(cp.Cantidad)
-        a, an = _P(cp.ClaveUnidad)
+        a, an = (_SC(cp.ClaveUnidad) or _P(cp.ClaveUnidad))
         xa(f' Cantidad="{cant}" ClaveUnidad="{a}"')
         k += (cant, an)
         if cp.Unidad:
-            e, n = _P(cp.Unidad)
+            e, n = (_SC(cp.Unidad) or _P(cp.Unidad))
             xa(f' Unidad="{e}"')
             ka(n)
-        a, an = _P(cp.Descripcion)
+        a, an = (_SC(cp.Descripcion) or _P(cp.Descripcion))
         vu, imp = _num(cp.ValorUnitario), _num(cp.Importe)
         xa(f' Descripcion="{a}" ValorUnitario="{vu}" Importe="{imp}"')
         k += (an, vu, imp)
@@ -304,7 +318,7 @@ def render(c: Comprobante) -> tuple[str, str, str]:
             v = _num(cp.Descuento)
             xa(f' Descuento="{v}"')
             ka(v)
-        a, an = _P(cp.ObjetoImp)
+        a, an = (_SC(cp.ObjetoImp) or _P(cp.ObjetoImp))
         ka(an)
         tras = cp.Traslados
         rets = cp.Retenciones
@@ -338,11 +352,11 @@ def render(c: Comprobante) -> tuple[str, str, str]:
             )
             xa("/>")
         for ped in cp.InformacionAduanera:
-            e, n = _P(ped)
+            e, n = (_SC(ped) or _P(ped))
             xa(f'<cfdi:InformacionAduanera NumeroPedimento="{e}"/>')
             ka(n)
         for num in cp.CuentaPredial:
-            e, n = _P(num)
+            e, n = (_SC(num) or _P(num))
             xa(f'<cfdi:CuentaPredial Numero="{e}"/>')
             ka(n)
         xa("</cfdi:Concepto>")
@@ -362,7 +376,7 @@ def render(c: Comprobante) -> tuple[str, str, str]:
         if imp.Retenciones:
             xa("<cfdi:Retenciones>")
             for rt in imp.Retenciones:
-                e, n = _P(rt.Impuesto)
+                e, n = (_SC(rt.Impuesto) or _P(rt.Impuesto))
                 v = _num(rt.Importe)
                 xa(f'<cfdi:Retencion Impuesto="{e}" Importe="{v}"/>')
                 k += (n, v)

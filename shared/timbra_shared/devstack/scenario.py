@@ -95,20 +95,25 @@ class TimbraClient:
         until: frozenset[str] = FINAL,
         timeout: float = 60.0,
         interval: float = 0.2,
+        sample: int = 25,
     ) -> dict[str, dict[str, Any]]:
-        """Poll until every invoice reaches one of ``until``; returns the last state of each."""
+        """Poll until every invoice reaches one of ``until``; returns the last state of each.
+
+        Each round asks about at most ``sample`` pending invoices (oldest first), so waiting on a
+        large burst does not itself load the platform."""
         deadline = time.monotonic() + timeout
-        pending = set(invoice_ids)
+        pending = list(dict.fromkeys(invoice_ids))
         states: dict[str, dict[str, Any]] = {}
-        semaphore = asyncio.Semaphore(20)
-
-        async def one(invoice_id: str) -> None:
-            async with semaphore:
-                states[invoice_id] = await self.invoice(issuer, invoice_id)
-
-        while pending and time.monotonic() < deadline:
-            await asyncio.gather(*(one(i) for i in pending))
-            pending = {i for i in pending if states[i]["status"] not in until}
-            if pending:
+        while pending:
+            batch = pending[:sample]
+            for invoice_id, state in zip(batch, await asyncio.gather(*(self.invoice(issuer, i) for i in batch)), strict=True):
+                states[invoice_id] = state
+            done = {i for i in batch if states[i]["status"] in until}
+            pending = [i for i in pending if i not in done]
+            if not pending or time.monotonic() >= deadline:
+                break
+            if not done:
                 await asyncio.sleep(interval)
+        for invoice_id in pending:
+            states.setdefault(invoice_id, {"id": invoice_id, "status": "unknown", "timeline": []})
         return states

@@ -45,5 +45,8 @@ class IssuerRepository:
     async def insert_csd(self, doc: dict[str, Any], session: AsyncClientSession | None = None) -> None:
         await self.csds.insert_one(doc, session=session)
 
+    async def record_seal(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
+        await self.seals.insert_one(doc, session=session)
+
     async def csds_of(self, issuer_id: str) -> list[dict[str, Any]]:
         return await self.csds.find({"issuer_id": issuer_id}).sort("valid_to", DESCENDING).to_list(None)
