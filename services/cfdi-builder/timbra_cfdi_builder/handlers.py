@@ -15,12 +15,9 @@ def build_router(service: InvoiceService) -> KafkaRouter:
     async def on_invoice_requested(event: InvoiceRequested) -> None:
         await service.on_requested(event)
 
-    # One consumer per status topic, so the timeline keeps pace with every stage at once.
-    for topic in topics.STATUS_TOPICS:
-
-        @subscriber(router, topic, group=f"cfdi-builder.timeline.{topic}")
-        async def on_invoice_status(event: StatusEvent) -> None:
-            await service.on_status(event)
+    @subscriber(router, *topics.STATUS_TOPICS, group="cfdi-builder.timeline")
+    async def on_invoice_status(event: StatusEvent) -> None:
+        await service.on_status(event)
 
     @subscriber(router, topics.ISSUER_PROFILE, group="cfdi-builder.issuers")
     async def on_issuer_profile(profile: IssuerProfileChanged) -> None:
