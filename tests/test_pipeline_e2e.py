@@ -197,3 +197,27 @@ async def test_malformed_events_go_to_dead_letter_and_do_not_block(client, issue
     missing = {topic: services - letters.get(topic, set()) for topic, services in CONSUMERS.items() if services - letters.get(topic, set())}
     assert not missing, f"no dead letter from these consumers: {missing}"
     assert state["status"] == "emailed"
+
+
+async def test_platform_notifications_are_emailed_once(client, issuer, platform) -> None:
+    from timbra_shared.events import NotificationRequested
+
+    notification = NotificationRequested(issuer_id=issuer.id, kind="test", to=[f"{new_id()}@example.com"], subject="Aviso de prueba", body="Hola: esto es una prueba.")
+    producer = AIOKafkaProducer(bootstrap_servers=platform.kafka_bootstrap)
+    await producer.start()
+    try:
+        for _ in range(3):  # redelivered: still one email
+            await producer.send_and_wait(topics.NOTIFICATION_REQUESTED, notification.model_dump_json().encode(), key=issuer.id.encode(), headers=[("content-type", b"application/json")])
+    finally:
+        await producer.stop()
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+        deadline = time.monotonic() + 20
+        matching: list = []
+        while time.monotonic() < deadline:
+            matching = [m for m in (await sink.get("/api/messages")).json() if notification.to[0] in m["to"]]
+            if matching:
+                await asyncio.sleep(2)
+                matching = [m for m in (await sink.get("/api/messages")).json() if notification.to[0] in m["to"]]
+                break
+            await asyncio.sleep(0.3)
+    assert len(matching) == 1 and matching[0]["subject"] == "Aviso de prueba"

@@ -245,6 +245,25 @@ class IssuerProfileChanged(Contract):
     series: dict[str, str] = Field(default_factory=dict)
 
 
+class NotificationRequested(Contract):
+    """Ask the notifier to email someone (CSD expiry, low credits, payment confirmations, portal
+    password recovery…). Delivered once per ``event_id``; ``kind`` lets issuers filter and lets
+    templates be customised later. The text is final Spanish copy written by the emitting service."""
+
+    topic: ClassVar[str] = topics.NOTIFICATION_REQUESTED
+
+    event_id: str = Field(default_factory=new_id)
+    event_type: Literal["notification.requested"] = "notification.requested"
+    issuer_id: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+    kind: str
+    to: list[str] = Field(min_length=1, max_length=10)
+    subject: str
+    body: str
+    attachments: list[dict[str, str]] = Field(default_factory=list, description="[{filename, content_type, base64}]")
+
+
 class DeadLetter(Contract):
     topic: ClassVar[str] = topics.DEAD_LETTER
 

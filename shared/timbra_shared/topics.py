@@ -20,6 +20,7 @@ CANCELLATION_REJECTED = "cancellation.rejected"
 CANCELLATION_COMPLETED = "cancellation.completed"
 
 ISSUER_PROFILE = "issuer.profile"  # keyed by issuer_id; the latest profile state wins
+NOTIFICATION_REQUESTED = "notification.requested"  # keyed by issuer_id: emails other than invoices
 
 DEAD_LETTER = "timbra.dead_letter"
 
@@ -74,6 +75,7 @@ ALL_TOPICS: dict[str, int] = {
         CANCELLATION_REJECTED,
         CANCELLATION_COMPLETED,
         ISSUER_PROFILE,
+        NOTIFICATION_REQUESTED,
         DEAD_LETTER,
     )
 }

@@ -7,7 +7,9 @@ from typing import Any, Protocol
 from timbra_notifier.adapters.mailer import PermanentMailError
 from timbra_notifier.adapters.repository import DocumentRepository
 from timbra_notifier.domain.printed import printed_context
-from timbra_shared.events import InvoiceEmailed, InvoiceRendered, InvoiceStamped
+import base64
+
+from timbra_shared.events import InvoiceEmailed, InvoiceRendered, InvoiceStamped, NotificationRequested
 from timbra_shared.ids import utcnow
 from timbra_shared.logging import get_logger
 from timbra_shared.mongo import Store, Transaction
@@ -71,6 +73,30 @@ class NotifierService:
             tx.emit(InvoiceEmailed(invoice_id=event.invoice_id, issuer_id=event.issuer_id, recipients=recipients if message_id else [], message_id=message_id, skipped_reason=skipped))
 
         await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+
+    async def notify(self, event: NotificationRequested) -> None:
+        """Deliver a platform email (CSD expiry, low credits, …) once per event."""
+        dedupe = f"{event.event_type}:{event.event_id}"
+        if await self.store.was_processed(dedupe) or not await self.repo.claim_notification(event.event_id, event.issuer_id, event.kind):
+            return
+        message = EmailMessage()
+        message["To"] = ", ".join(event.to)
+        message["Subject"] = event.subject
+        message["Message-ID"] = f"<{event.event_id}@timbra.local>"
+        message.set_content(event.body)
+        for attachment in event.attachments:
+            maintype, _, subtype = attachment.get("content_type", "application/octet-stream").partition("/")
+            message.add_attachment(base64.b64decode(attachment["base64"]), maintype=maintype, subtype=subtype or "octet-stream", filename=attachment["filename"])
+        error = None
+        try:
+            await self.mailer.send(message)
+        except PermanentMailError as exc:
+            error = str(exc)
+
+        async def work(tx: Transaction) -> None:
+            await self.repo.mark_notification(event.event_id, "failed" if error else "sent", session=tx.session, error=error)
+
+        await self.store.transact(work, dedupe=dedupe)
 
     @staticmethod
     def _message(event: InvoiceRendered, doc: dict[str, Any], recipients: list[str], message_id: str) -> EmailMessage:

@@ -3,6 +3,7 @@
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -13,6 +14,7 @@ class DocumentRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self.documents = db.documents
         self.emails = db.emails
+        self.notifications = db.notifications
 
     async def ensure_indexes(self) -> None:
         await self.documents.create_indexes([IndexModel([("issuer_id", ASCENDING)])])
@@ -43,6 +45,21 @@ class DocumentRepository:
         except Exception:
             return None
         return {"_id": invoice_id, "attempts": 1}
+
+    async def claim_notification(self, event_id: str, issuer_id: str, kind: str) -> bool:
+        """False when this notification was already sent (a crash after sending is retried)."""
+        try:
+            await self.notifications.update_one(
+                {"_id": event_id, "state": {"$ne": "sent"}},
+                {"$set": {"state": "sending", "issuer_id": issuer_id, "kind": kind, "claimed_at": utcnow()}, "$inc": {"attempts": 1}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # the filter missed because it is already sent
+            return False
+        return True
+
+    async def mark_notification(self, event_id: str, state: str, session: AsyncClientSession, **fields: Any) -> None:
+        await self.notifications.update_one({"_id": event_id}, {"$set": {"state": state, "at": utcnow(), **fields}}, session=session)
 
     async def mark_email(self, invoice_id: str, state: str, session: AsyncClientSession, **fields: Any) -> None:
         await self.emails.update_one({"_id": invoice_id}, {"$set": {"state": state, "at": utcnow(), **fields}}, session=session)
