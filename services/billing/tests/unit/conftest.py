@@ -1,21 +1,26 @@
 """Hand-written fakes of billing's ports, for unit tests of ``CreditGate``.
 
 ``FakeStore.transact`` runs the work with a ``FakeTransaction`` that records emitted events and
-honours ``dedupe`` like the real store. ``FakeCreditRepository`` keeps accounts, the ledger and
-reservations in dicts; ``record`` applies the domain's ``effect`` (what ``$inc`` does in MongoDB)
-and honours ``guard`` the way the real ``find_one_and_update`` filter does.
+honours ``dedupe`` like the real store; a unit of work that raises leaves no trace (the fake
+repository snapshots its state and restores it, as an aborted MongoDB transaction would).
+``FakeCreditRepository`` keeps accounts, packages, the ledger and reservations in dicts; ``record``
+applies the domain's ``effect`` to the package and the account (what ``$inc`` does in MongoDB)
+with the same guards the real filters have.
 """
 
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from timbra_billing.domain.ledger import BALANCE_FIELDS, Entry, effect
+from timbra_billing.adapters.repository import LedgerConflict
+from timbra_billing.domain.ledger import BALANCE_FIELDS, Entry, effect, guard_for
 from timbra_billing.service import CreditGate
+from timbra_shared.ids import new_id, utcnow
 from timbra_shared.mongo import DUPLICATE
 
 
@@ -33,50 +38,121 @@ class FakeTransaction:
 
 
 class FakeStore:
-    def __init__(self) -> None:
+    def __init__(self, repo: FakeCreditRepository | None = None) -> None:
         self.processed: set[str] = set()
         self.emitted: list[BaseModel] = []
         self.sessions: list[FakeSession] = []
+        self.repo = repo
 
     async def transact(self, work, *, dedupe: str | None = None):
         if dedupe is not None and dedupe in self.processed:
             return DUPLICATE
         tx = FakeTransaction()
         self.sessions.append(tx.session)
-        result = await work(tx)
+        snapshot = self.repo.snapshot() if self.repo else None
+        try:
+            result = await work(tx)
+        except BaseException:
+            if self.repo:
+                self.repo.restore(snapshot)
+            raise
         if dedupe is not None:
             self.processed.add(dedupe)
+        ids = [getattr(e, "event_id", None) for e in self.emitted]
+        for event in tx.staged:  # the outbox's _id is the event id: a repeat would abort the commit
+            assert getattr(event, "event_id", None) not in ids, f"duplicate event id {event.event_id}"
         self.emitted.extend(tx.staged)
         return result
 
 
+class FakeDirectory:
+    def __init__(self, contacts: dict[str, dict[str, Any]] | None = None) -> None:
+        self.contacts = contacts or {}
+
+    async def contact(self, issuer_id: str) -> dict[str, Any] | None:
+        return self.contacts.get(issuer_id)
+
+
 class FakeCreditRepository:
     def __init__(self) -> None:
-        self.accounts: dict[str, dict[str, int]] = {}
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.packages: dict[str, dict[str, Any]] = {}
         self.ledger: list[dict[str, Any]] = []
         self.reservations: dict[str, dict[str, Any]] = {}
         self.sessions_seen: list[Any] = []
 
-    async def balance(self, issuer_id: str) -> dict[str, int]:
+    def snapshot(self) -> tuple:
+        return copy.deepcopy((self.accounts, self.packages, self.ledger, self.reservations))
+
+    def restore(self, state: tuple) -> None:
+        self.accounts, self.packages, self.ledger, self.reservations = state
+
+    async def balance(self, issuer_id: str, session=None) -> dict[str, int]:
         account = self.accounts.get(issuer_id, {})
         return {f: int(account.get(f, 0)) for f in BALANCE_FIELDS}
 
-    async def record(self, session, issuer_id, entry: Entry, quantity: int, *, reason, actor, invoice_id=None, expires_at=None, guard=None) -> bool:
+    async def account(self, issuer_id: str, session=None):
+        doc = self.accounts.get(issuer_id)
+        return copy.deepcopy(doc) if doc else None
+
+    async def list_packages(self, issuer_id: str):
+        return sorted((copy.deepcopy(p) for p in self.packages.values() if p["issuer_id"] == issuer_id), key=lambda p: (p["expires_at"], p["_id"]))
+
+    async def package(self, package_id: str, session=None):
+        doc = self.packages.get(package_id)
+        return copy.deepcopy(doc) if doc else None
+
+    async def first_package(self, issuer_id: str, now: datetime, session, field: str = "available"):
         self.sessions_seen.append(session)
+        live = [p for p in self.packages.values() if p["issuer_id"] == issuer_id and p[field] >= 1 and p["expires_at"] > now]
+        return copy.deepcopy(min(live, key=lambda p: (p["expires_at"], p["_id"]))) if live else None
+
+    async def due_packages(self, now: datetime, limit: int = 500):
+        return [{"_id": p["_id"], "issuer_id": p["issuer_id"]} for p in self.packages.values() if p["expires_at"] <= now and p["available"] > 0]
+
+    async def insert_package(self, doc: dict[str, Any], session) -> None:
+        self.sessions_seen.append(session)
+        self.packages[doc["_id"]] = {**dict.fromkeys(BALANCE_FIELDS, 0), **copy.deepcopy(doc)}
+
+    async def record(self, session, issuer_id, entry: Entry, quantity: int, *, package_id, reason, actor, invoice_id=None, ref=None, expires_at=None) -> dict[str, Any]:
+        self.sessions_seen.append(session)
+        guard = guard_for(entry, quantity)
+        package = self.packages.get(package_id)
+        if package is None or package["issuer_id"] != issuer_id or any(package.get(f, 0) < need for f, need in guard.items()):
+            raise LedgerConflict(package_id)
         account = self.accounts.get(issuer_id)
         if account is None:
-            if guard is not None:  # the real repository only upserts without a guard
-                return False
-            account = self.accounts.setdefault(issuer_id, {})
-        for field, condition in (guard or {}).items():
-            for op, value in condition.items():
-                assert op == "$gte", op
-                if not account.get(field, 0) >= value:
-                    return False
+            if guard:
+                raise LedgerConflict(issuer_id)
+            account = self.accounts.setdefault(issuer_id, {"_id": issuer_id})
+        if any(account.get(f, 0) < need for f, need in guard.items()):
+            raise LedgerConflict(issuer_id)
         for field, delta in effect(entry, quantity).items():
+            package[field] = package.get(field, 0) + delta
             account[field] = account.get(field, 0) + delta
-        self.ledger.append({"issuer_id": issuer_id, "entry": entry.value, "quantity": quantity, "reason": reason, "actor": actor, "invoice_id": invoice_id, "expires_at": expires_at})
+        self.ledger.append({"_id": new_id("led_"), "issuer_id": issuer_id, "entry": entry.value, "quantity": quantity, "package_id": package_id, "reason": reason, "actor": actor, "invoice_id": invoice_id, "reference": ref, "expires_at": expires_at, "at": utcnow()})
+        return copy.deepcopy(account)
+
+    async def bump_generation(self, issuer_id: str, session) -> None:
+        account = self.accounts[issuer_id]
+        account["alert_generation"] = account.get("alert_generation", 0) + 1
+
+    async def mark_alert(self, issuer_id: str, kind: str, generation: int, session) -> bool:
+        alerted = self.accounts[issuer_id].setdefault("alerted", {})
+        if alerted.get(kind) == generation:
+            return False
+        alerted[kind] = generation
         return True
+
+    async def set_alerts(self, issuer_id: str, threshold: int, emails):
+        account = self.accounts.setdefault(issuer_id, {"_id": issuer_id, **dict.fromkeys(BALANCE_FIELDS, 0)})
+        account["alert_threshold"] = threshold
+        if emails is not None:
+            account["alert_emails"] = emails
+        return copy.deepcopy(account)
+
+    async def mark_package_expired(self, package_id: str, session) -> None:
+        self.packages[package_id]["expired_at"] = utcnow()
 
     async def reservation(self, invoice_id: str, session=None):
         doc = self.reservations.get(invoice_id)
@@ -96,10 +172,23 @@ class FakeCreditRepository:
         doc["state"] = state
         return before
 
+    async def ledger_sums(self):
+        out: dict[str, dict[str, int]] = {}
+        for e in self.ledger:
+            sums = out.setdefault(e["issuer_id"], {})
+            sums[e["entry"]] = sums.get(e["entry"], 0) + e["quantity"]
+        return out
 
-@pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
+    async def package_sums(self):
+        out: dict[str, dict[str, int]] = {}
+        for p in self.packages.values():
+            sums = out.setdefault(p["issuer_id"], dict.fromkeys(BALANCE_FIELDS, 0))
+            for f in BALANCE_FIELDS:
+                sums[f] += p[f]
+        return out
+
+    async def all_accounts(self):
+        return copy.deepcopy(list(self.accounts.values()))
 
 
 @pytest.fixture
@@ -108,8 +197,18 @@ def repo() -> FakeCreditRepository:
 
 
 @pytest.fixture
-def gate(store, repo) -> CreditGate:
-    return CreditGate(store=store, repo=repo)
+def store(repo) -> FakeStore:
+    return FakeStore(repo)
+
+
+@pytest.fixture
+def directory() -> FakeDirectory:
+    return FakeDirectory({"iss_1": {"email": "emisor@example.com"}})
+
+
+@pytest.fixture
+def gate(store, repo, directory) -> CreditGate:
+    return CreditGate(store=store, repo=repo, directory=directory)
 
 
 @pytest.fixture
@@ -117,7 +216,8 @@ def make_gate():
     """A factory for fresh (gate, store, repo) triples, for property tests that need one per example."""
 
     def make() -> tuple[CreditGate, FakeStore, FakeCreditRepository]:
-        store, repo = FakeStore(), FakeCreditRepository()
-        return CreditGate(store=store, repo=repo), store, repo
+        repo = FakeCreditRepository()
+        store = FakeStore(repo)
+        return CreditGate(store=store, repo=repo, directory=FakeDirectory()), store, repo
 
     return make

@@ -1,4 +1,5 @@
-"""MongoDB repositories of billing: accounts (running totals), the ledger, reservations."""
+"""MongoDB repositories of billing: accounts (running totals), credit packages (running totals per
+package), the append-only ledger, and reservations."""
 
 from datetime import datetime
 from typing import Any
@@ -7,8 +8,12 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from timbra_billing.domain.ledger import BALANCE_FIELDS, Entry, effect
+from timbra_billing.domain.ledger import BALANCE_FIELDS, Entry, effect, guard_for
 from timbra_shared.ids import new_id, utcnow
+
+
+class LedgerConflict(RuntimeError):
+    """A move would drive a running total negative: the books and the request disagree."""
 
 
 class CreditRepository:
@@ -16,14 +21,68 @@ class CreditRepository:
         self.accounts = db.accounts
         self.ledger = db.ledger
         self.reservations = db.reservations
+        self.packages = db.packages
 
     async def ensure_indexes(self) -> None:
-        await self.ledger.create_indexes([IndexModel([("issuer_id", ASCENDING), ("at", ASCENDING)]), IndexModel([("invoice_id", ASCENDING)], sparse=True)])
+        await self.ledger.create_indexes([
+            IndexModel([("issuer_id", ASCENDING), ("at", ASCENDING)]),
+            IndexModel([("invoice_id", ASCENDING)], sparse=True),
+            IndexModel([("package_id", ASCENDING)]),
+            IndexModel([("entry", ASCENDING), ("at", ASCENDING)]),
+        ])
         await self.reservations.create_indexes([IndexModel([("issuer_id", ASCENDING), ("state", ASCENDING)])])
+        await self.packages.create_indexes([
+            IndexModel([("issuer_id", ASCENDING), ("expires_at", ASCENDING)]),
+            IndexModel([("expires_at", ASCENDING), ("available", ASCENDING)]),
+        ])
 
-    async def balance(self, issuer_id: str) -> dict[str, int]:
-        doc = await self.accounts.find_one({"_id": issuer_id}) or {}
+    # ------------------------------------------------------------------ reads
+
+    async def balance(self, issuer_id: str, session: AsyncClientSession | None = None) -> dict[str, int]:
+        doc = await self.accounts.find_one({"_id": issuer_id}, session=session) or {}
         return {f: int(doc.get(f, 0)) for f in BALANCE_FIELDS}
+
+    async def account(self, issuer_id: str, session: AsyncClientSession | None = None) -> dict[str, Any] | None:
+        return await self.accounts.find_one({"_id": issuer_id}, session=session)
+
+    async def list_packages(self, issuer_id: str) -> list[dict[str, Any]]:
+        return await self.packages.find({"issuer_id": issuer_id}).sort([("expires_at", ASCENDING), ("_id", ASCENDING)]).to_list(None)
+
+    async def package(self, package_id: str, session: AsyncClientSession | None = None) -> dict[str, Any] | None:
+        return await self.packages.find_one({"_id": package_id}, session=session)
+
+    async def entries(self, issuer_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        return await self.ledger.find({"issuer_id": issuer_id}).sort([("at", -1), ("_id", -1)]).limit(limit).to_list(None)
+
+    async def first_package(self, issuer_id: str, now: datetime, session: AsyncClientSession, field: str = "available") -> dict[str, Any] | None:
+        """FIFO: the unexpired package with credit that expires first."""
+        return await self.packages.find_one(
+            {"issuer_id": issuer_id, field: {"$gte": 1}, "expires_at": {"$gt": now}},
+            sort=[("expires_at", ASCENDING), ("_id", ASCENDING)],
+            session=session,
+        )
+
+    async def due_packages(self, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+        return await self.packages.find({"expires_at": {"$lte": now}, "available": {"$gt": 0}}, projection={"_id": 1, "issuer_id": 1}).limit(limit).to_list(None)
+
+    async def ledger_sums(self) -> dict[str, dict[str, int]]:
+        """Per issuer, the quantity of each kind of entry, from the ledger alone."""
+        out: dict[str, dict[str, int]] = {}
+        async for row in await self.ledger.aggregate([{"$group": {"_id": {"issuer_id": "$issuer_id", "entry": "$entry"}, "q": {"$sum": "$quantity"}}}]):
+            out.setdefault(row["_id"]["issuer_id"], {})[row["_id"]["entry"]] = int(row["q"])
+        return out
+
+    async def package_sums(self) -> dict[str, dict[str, int]]:
+        group: dict[str, Any] = {"_id": "$issuer_id", **{f: {"$sum": f"${f}"} for f in BALANCE_FIELDS}}
+        return {row["_id"]: {f: int(row[f]) for f in BALANCE_FIELDS} async for row in await self.packages.aggregate([{"$group": group}])}
+
+    async def all_accounts(self) -> list[dict[str, Any]]:
+        return await self.accounts.find({}).to_list(None)
+
+    # ------------------------------------------------------------------ writes (always in a transaction)
+
+    async def insert_package(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
+        await self.packages.insert_one({**dict.fromkeys(BALANCE_FIELDS, 0), **doc}, session=session)
 
     async def record(
         self,
@@ -32,34 +91,64 @@ class CreditRepository:
         entry: Entry,
         quantity: int,
         *,
+        package_id: str,
         reason: str,
         actor: str,
         invoice_id: str | None = None,
+        ref: str | None = None,
         expires_at: datetime | None = None,
-        guard: dict[str, Any] | None = None,
-    ) -> bool:
-        """Append a ledger entry and move the running totals; False if ``guard`` did not match."""
+    ) -> dict[str, Any]:
+        """Append a ledger entry and move the package's and the account's running totals.
+        Returns the account after the move. Raises ``LedgerConflict`` if a total would go negative."""
+        moves = effect(entry, quantity)
+        guard = {name: {"$gte": need} for name, need in guard_for(entry, quantity).items()}
+        package = await self.packages.find_one_and_update({"_id": package_id, "issuer_id": issuer_id, **guard}, {"$inc": moves}, session=session)
+        if package is None:
+            raise LedgerConflict(f"package {package_id} cannot take {entry.value} {quantity}")
         account = await self.accounts.find_one_and_update(
-            {"_id": issuer_id, **(guard or {})},
-            {"$inc": effect(entry, quantity), "$setOnInsert": {"created_at": utcnow()}},
-            upsert=guard is None,
+            {"_id": issuer_id, **guard},
+            {"$inc": moves, "$setOnInsert": {"created_at": utcnow()}},
+            upsert=not guard,
             return_document=ReturnDocument.AFTER,
             session=session,
         )
         if account is None:
-            return False
+            raise LedgerConflict(f"account {issuer_id} cannot take {entry.value} {quantity}")
         await self.ledger.insert_one({
             "_id": new_id("led_"),
             "issuer_id": issuer_id,
             "entry": entry.value,
             "quantity": quantity,
+            "package_id": package_id,
             "reason": reason,
             "actor": actor,
             "invoice_id": invoice_id,
+            "reference": ref,
             "expires_at": expires_at,
             "at": utcnow(),
         }, session=session)
-        return True
+        return account
+
+    async def bump_generation(self, issuer_id: str, session: AsyncClientSession) -> None:
+        """New credit re-arms the low-balance alerts."""
+        await self.accounts.update_one({"_id": issuer_id}, {"$inc": {"alert_generation": 1}}, session=session)
+
+    async def mark_alert(self, issuer_id: str, kind: str, generation: int, session: AsyncClientSession) -> bool:
+        """Claim the alert ``kind`` for this generation; False if it was already sent."""
+        result = await self.accounts.update_one({"_id": issuer_id, f"alerted.{kind}": {"$ne": generation}}, {"$set": {f"alerted.{kind}": generation}}, session=session)
+        return result.modified_count == 1
+
+    async def set_alerts(self, issuer_id: str, threshold: int, emails: list[str] | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"alert_threshold": threshold}
+        if emails is not None:
+            fields["alert_emails"] = emails
+        return await self.accounts.find_one_and_update(
+            {"_id": issuer_id}, {"$set": fields, "$setOnInsert": {**dict.fromkeys(BALANCE_FIELDS, 0), "created_at": utcnow()}},
+            upsert=True, return_document=ReturnDocument.AFTER,
+        )
+
+    async def mark_package_expired(self, package_id: str, session: AsyncClientSession) -> None:
+        await self.packages.update_one({"_id": package_id}, {"$set": {"expired_at": utcnow()}}, session=session)
 
     async def reservation(self, invoice_id: str, session: AsyncClientSession | None = None) -> dict[str, Any] | None:
         return await self.reservations.find_one({"_id": invoice_id}, session=session)
