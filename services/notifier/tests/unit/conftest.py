@@ -128,23 +128,26 @@ def permanent_error():
 
 @pytest.fixture(scope="session")
 def stamped_xml() -> bytes:
-    """A CFDI built by the cfdi-builder, sealed with a test CSD and stamped with a test PAC
+    """A CFDI built with the CFDI core, sealed with a test CSD and stamped with a test PAC
     certificate: 2 x 562.50 + IVA = 1305.00."""
-    from timbra_cfdi_builder.domain.comprobante import build_cfdi
-    from timbra_shared.cfdi import load_csd, seal_xml
+    from timbra_shared.cfdi import Comprobante, Concepto, Emisor, Receptor, Traslado, build, fecha_local, load_csd, seal_xml, to_xml
     from timbra_shared.cfdi.testing import make_csd
     from timbra_shared.cfdi.tfd import stamp
-    from timbra_shared.events import InvoiceRequest
 
-    issuer = {"rfc": "EKU9003173C9", "legal_name": "ESCUELA KEMPER URGATE", "tax_regime": "601", "zip": "42501"}
-    request = InvoiceRequest.model_validate({
-        "customer": {"rfc": "URE180429TM6", "legal_name": "UNIVERSIDAD ROBOTICA ESPAÑOLA", "tax_regime": "601", "zip": "86991"},
-        "use": "G03", "payment_form": "01", "payment_method": "PUE",
-        "items": [{"quantity": 2, "product": {"description": "Colegiatura", "product_key": "86121500", "unit_key": "E48", "price": "562.50"}}],
-    })
-    built = build_cfdi(request, issuer, serie="F", folio=1, now=datetime.now(UTC))
+    comprobante = Comprobante(
+        Emisor=Emisor(Rfc="EKU9003173C9", Nombre="ESCUELA KEMPER URGATE", RegimenFiscal="601"),
+        Receptor=Receptor(Rfc="URE180429TM6", Nombre="UNIVERSIDAD ROBOTICA ESPAÑOLA", DomicilioFiscalReceptor="86991", RegimenFiscalReceptor="601", UsoCFDI="G03"),
+        LugarExpedicion="42501",
+        Fecha=fecha_local("42501", datetime.now(UTC)),
+        Serie="F",
+        Folio="1",
+        FormaPago="01",
+        MetodoPago="PUE",
+        Conceptos=[Concepto(ClaveProdServ="86121500", Cantidad="2", ClaveUnidad="E48", Descripcion="Colegiatura", ValorUnitario="562.50",
+                            Traslados=[Traslado(Impuesto="002", TipoFactor="Tasa", TasaOCuota="0.160000")])],
+    )
     cer, key = make_csd()
-    sealed = seal_xml(built.xml, load_csd(cer, key, b"12345678a"))
+    sealed = seal_xml(to_xml(build(comprobante)), load_csd(cer, key, b"12345678a"))
     pac_cer, pac_key = make_csd("SPR190613I52", "SANDBOX PAC")
     stamped, _tfd = stamp(sealed, load_csd(pac_cer, pac_key, b"12345678a"), rfc_prov_certif="SPR190613I52")
     return stamped
