@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from timbra_billing.domain.money import Product
-from timbra_billing.payments import Payments, sheet_json
+from timbra_billing.payments import Payments
 from timbra_billing.service import CreditGate
 from timbra_shared.auth import Principal, current_principal, issuer_principal
 from timbra_shared.errors import ApiError
@@ -170,7 +170,7 @@ def build_api(gate: CreditGate, payments: Payments) -> APIRouter:
             if not body.issuer_id:
                 raise ApiError(422, "invalid_request", "issuer_id: Campo obligatorio para el personal de cobranza.")
             issuer_id = body.issuer_id
-        return await payments.create_reference(issuer_id, [(i.code.upper(), i.quantity) for i in body.items], actor_of(principal))
+        return await payments.create_reference(issuer_id, [(i.code.upper(), i.quantity) for i in body.items], actor_of(principal), check_issuer=principal.kind != "issuer")
 
     @router.get("/payment-references")
     async def list_references(principal: Who, status: Literal["pending", "paid"] | None = None, issuer_id: str | None = None) -> dict[str, Any]:
@@ -178,8 +178,7 @@ def build_api(gate: CreditGate, payments: Payments) -> APIRouter:
 
     @router.get("/payment-references/{reference}")
     async def get_reference(reference: str, principal: Who) -> dict[str, Any]:
-        doc = await payments.reference(reference, issuer_scope(principal, None))
-        return sheet_json(doc, payments.settings.payee())
+        return await payments.reference_json(await payments.reference(reference, issuer_scope(principal, None)))
 
     @router.get("/payment-references/{reference}/pdf")
     async def reference_pdf(reference: str, principal: Who) -> Response:

@@ -29,11 +29,12 @@ class Renderer(Protocol):
     def render(self, context: dict[str, Any]) -> bytes: ...
 
 
-def sheet_json(doc: dict[str, Any], payee: dict[str, str]) -> dict[str, Any]:
+def sheet_json(doc: dict[str, Any], payee: dict[str, str], issuer: dict[str, Any] | None = None) -> dict[str, Any]:
     """The public shape of a payment reference (money as strings with two decimals)."""
     return {
         "reference": doc["_id"],
         "issuer_id": doc["issuer_id"],
+        "issuer": {k: (issuer or {}).get(k) for k in ("rfc", "legal_name")},
         "status": doc["status"],
         "items": [{**item, "unit_price": str(item["unit_price"]), "amount": str(item["amount"])} for item in doc["items"]],
         "subtotal": str(doc["subtotal"]),
@@ -69,12 +70,13 @@ class Payments:
 
     # ------------------------------------------------------------------ payment references
 
-    async def create_reference(self, issuer_id: str, items: list[tuple[str, int]], actor: str) -> dict[str, Any]:
+    async def create_reference(self, issuer_id: str, items: list[tuple[str, int]], actor: str, *, check_issuer: bool = False) -> dict[str, Any]:
+        """``check_issuer``: staff named the issuer, so it must be known to billing."""
         try:
             sheet = quote(items, await self.repo.catalog())
         except UnknownProduct as exc:
             raise ApiError(422, "TIMBRA_UNKNOWN_PRODUCT", f"El producto {exc.code} no existe o no está a la venta.", [Problem("TIMBRA_UNKNOWN_PRODUCT", f"Producto desconocido: {exc.code}", path="items")]) from None
-        if await self.repo.contact(issuer_id) is None and not await self.gate.repo.account(issuer_id):
+        if check_issuer and await self.repo.contact(issuer_id) is None and not await self.gate.repo.account(issuer_id):
             raise not_found("Emisor")
         doc = {
             "issuer_id": issuer_id,
@@ -93,7 +95,7 @@ class Payments:
                 continue
         else:
             raise ApiError(503, "unavailable", "No se pudo generar una referencia única; intenta de nuevo.")
-        return sheet_json(doc, self.settings.payee())
+        return sheet_json(doc, self.settings.payee(), await self.repo.contact(issuer_id))
 
     async def reference(self, reference: str, issuer_id: str | None) -> dict[str, Any]:
         """``issuer_id`` None: billing staff (any issuer). Another issuer's reference answers 404."""
@@ -105,7 +107,12 @@ class Payments:
         return doc
 
     async def list_references(self, issuer_id: str | None, status: str | None) -> list[dict[str, Any]]:
-        return [sheet_json(doc, self.settings.payee()) for doc in await self.repo.list_references(issuer_id, status)]
+        docs = await self.repo.list_references(issuer_id, status)
+        contacts = {i: await self.repo.contact(i) for i in {d["issuer_id"] for d in docs}}
+        return [sheet_json(doc, self.settings.payee(), contacts[doc["issuer_id"]]) for doc in docs]
+
+    async def reference_json(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return sheet_json(doc, self.settings.payee(), await self.repo.contact(doc["issuer_id"]))
 
     async def reference_pdf(self, doc: dict[str, Any]) -> bytes:
         assert self.renderer is not None
