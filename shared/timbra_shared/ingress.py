@@ -29,6 +29,7 @@ ROUTES: list[tuple[str | None, re.Pattern[str], str]] = [
     (m, re.compile(p), s)
     for m, p, s in [
         ("GET", r"^/v1/invoices/[^/]+/xml$", "stamping"),
+        ("GET", r"^/v1/invoices/[^/]+/stamping$", "stamping"),
         ("GET", r"^/v1/invoices/[^/]+/pdf$", "notifier"),
         ("POST", r"^/v1/invoices/[^/]+/email$", "notifier"),
         ("DELETE", r"^/v1/invoices/[^/]+$", "cancellation"),

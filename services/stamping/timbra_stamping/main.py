@@ -1,11 +1,10 @@
 """Wiring of the stamping service (and nothing else)."""
 
-import os
-
 from timbra_shared.runtime import Runtime
-from timbra_stamping.adapters.repository import StampRepository
-from timbra_stamping.adapters.sandbox_pac import SandboxPacClient
+from timbra_stamping.adapters.pacs import PacRegistry
+from timbra_stamping.adapters.repository import JobRepository, StampRepository
 from timbra_stamping.api import build_api
+from timbra_stamping.config import StampingConfig
 from timbra_stamping.handlers import build_router
 from timbra_stamping.service import StampingService
 
@@ -14,12 +13,16 @@ SERVICE = "stamping"
 
 def create():  # noqa: ANN201
     runtime = Runtime(SERVICE)
+    config = StampingConfig()
     repo = StampRepository(runtime.store.db)
-    pac = SandboxPacClient(runtime.settings.pac_url, token=os.environ.get("TIMBRA_PAC_TOKEN", "sandbox-token"))
-    service = StampingService(store=runtime.store, repo=repo, pac=pac, registry=runtime.registry)
+    jobs = JobRepository(runtime.store.db)
+    service = StampingService(store=runtime.store, repo=repo, jobs=jobs, pacs=PacRegistry(config), registry=runtime.registry, config=config)
     runtime.on_startup(repo.ensure_indexes)
-    runtime.include(build_router(service))
-    return runtime, runtime.app([build_api(repo)])
+    runtime.on_startup(jobs.ensure_indexes)
+    runtime.include(build_router(service, consumers=config.consumers))
+    runtime.background(service.run_workers)
+    runtime.background(service.run_scheduler)
+    return runtime, runtime.app([build_api(repo, service)])
 
 
 def main() -> None:

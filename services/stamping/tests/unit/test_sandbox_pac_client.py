@@ -86,14 +86,15 @@ async def test_sat_rejection_carries_its_code(client, pac_server):
     with pytest.raises(PacRejected) as info:
         await client.stamp(XML, idempotency_id="inv_1")
     assert info.value.code == "CFDI40102"
-    assert info.value.message == detail
+    assert info.value.message == detail  # the text after the code
+    assert info.value.detail == detail and info.value.source == "sat"
 
 
 @pytest.mark.parametrize(
     ("message", "detail", "code", "text"),
     [
-        ("301. XML mal formado: falta Emisor", "", "301", "301. XML mal formado: falta Emisor"),
-        ("CFDI40101 - El campo Fecha excede las 72 horas previas a la certificación.", "", "CFDI40101", "CFDI40101 - El campo Fecha excede las 72 horas previas a la certificación."),
+        ("301. XML mal formado: falta Emisor", "", "301", "XML mal formado: falta Emisor"),
+        ("CFDI40101 - El campo Fecha excede las 72 horas previas a la certificación.", "", "CFDI40101", "El campo Fecha excede las 72 horas previas a la certificación."),
         ("", "", "PAC", "El PAC rechazó el comprobante."),
     ],
 )
@@ -117,8 +118,13 @@ async def test_server_error_with_a_html_body_is_transient(client, pac_server):
         await client.stamp(XML, idempotency_id="inv_1")
 
 
-@pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("eof")], ids=lambda e: type(e).__name__)
-async def test_network_errors_are_transient(client, pac_server, error):
+@pytest.mark.parametrize(("error", "maybe_stamped"), [
+    (httpx.ConnectError("refused"), False),
+    (httpx.ConnectTimeout("syn lost"), False),
+    (httpx.ReadTimeout("slow"), True),
+    (httpx.RemoteProtocolError("eof"), True),
+], ids=lambda e: type(e).__name__ if isinstance(e, Exception) else str(e))
+async def test_network_errors_are_transient_and_say_whether_the_pac_may_have_stamped(client, pac_server, error, maybe_stamped):
     def handler(request):
         raise error
 
@@ -126,6 +132,44 @@ async def test_network_errors_are_transient(client, pac_server, error):
     with pytest.raises(PacUnavailable) as info:
         await client.stamp(XML, idempotency_id="inv_1")
     assert isinstance(info.value.__cause__, httpx.HTTPError)
+    assert info.value.maybe_stamped is maybe_stamped
+
+
+async def test_sat_no_disponible_503_did_not_stamp(client, pac_server):
+    pac_server["handler"] = answer(503, envelope("error", "SAT no disponible"))
+    with pytest.raises(PacUnavailable) as info:
+        await client.stamp(XML, idempotency_id="inv_1")
+    assert info.value.maybe_stamped is False
+
+
+async def test_a_sat_unavailable_message_on_a_4xx_is_still_transient(client, pac_server):
+    pac_server["handler"] = answer(400, envelope("error", "CFDI40999 - El servicio del SAT no está disponible, intente más tarde."))
+    with pytest.raises(PacUnavailable):
+        await client.stamp(XML, idempotency_id="inv_1")
+
+
+async def test_timbre_previo_without_data_is_fetched_by_custom_id(client, pac_server):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json=envelope("error", "307. El comprobante contiene un timbre previo."))
+        assert request.url.path == "/cfdi33/stamp/status" and request.url.params["customid"] == "inv_1"
+        return httpx.Response(200, json=envelope("success", data=DATA))
+
+    pac_server["handler"] = handler
+    result = await client.stamp(XML, idempotency_id="inv_1")
+    assert result.previous is True and result.uuid == UUID
+
+
+async def test_lookup_found_and_not_found(client, pac_server):
+    pac_server["handler"] = answer(200, envelope("success", data=DATA))
+    found = await client.lookup("inv_1")
+    assert found is not None and found.previous and found.xml == STAMPED.encode()
+    assert pac_server["requests"][0].headers["authorization"] == "Bearer tok-123"
+    pac_server["handler"] = answer(404, envelope("error", "No se encontró un timbre previo."))
+    assert await client.lookup("inv_2") is None
+    pac_server["handler"] = answer(503, envelope("error", "SAT no disponible"))
+    with pytest.raises(PacUnavailable):
+        await client.lookup("inv_3")
 
 
 @pytest.mark.parametrize("status_code", [401, 403])

@@ -1,52 +1,51 @@
-"""Adapter for Timbra's sandbox PAC, whose contract mirrors SW Sapien's stamp API:
-``POST /cfdi33/stamp/v4`` (multipart ``xml``), bearer token, envelope
-``{status, message, messageDetail, data}``, and code 307 for a CFDI stamped before."""
+"""Adapter for Timbra's sandbox PAC, whose contract is SW Sapien's (see sw_envelope.py) plus a
+lookup of an earlier stamp by custom id: ``GET /cfdi33/stamp/status?customid=``."""
 
 import httpx
 
-from timbra_stamping.domain.pac import PacRejected, PacUnavailable, StampResult
-
-TIMBRE_PREVIO = "307"
+from timbra_stamping.adapters.sw_envelope import parse_stamp_response, result_from, transport_error
+from timbra_stamping.domain.pac import PacUnavailable, StampResult
 
 
 class SandboxPacClient:
     name = "sandbox"
 
-    def __init__(self, base_url: str, token: str = "sandbox-token", timeout: float = 10.0) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+    def __init__(self, base_url: str, token: str = "sandbox-token", timeout: float = 10.0, *, name: str = "sandbox", max_connections: int = 100) -> None:
+        self.name = name
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
+            headers={"Authorization": f"Bearer {token}"},
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
 
     async def stamp(self, xml: bytes, *, idempotency_id: str) -> StampResult:
         try:
             response = await self._client.post("/cfdi33/stamp/v4", files={"xml": ("cfdi.xml", xml, "text/xml")}, headers={"customid": idempotency_id})
         except httpx.HTTPError as exc:
-            raise PacUnavailable(f"PAC no disponible: {exc!r}") from exc
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            raise PacUnavailable(f"PAC respondió {response.status_code}")
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise PacUnavailable(f"respuesta inválida del PAC ({response.status_code})") from exc
-        data = body.get("data") or {}
-        message = body.get("message") or ""
-        code = message.split(".", 1)[0].split(" ", 1)[0].strip()
-        if body.get("status") == "success" or (code == TIMBRE_PREVIO and data.get("cfdi")):
-            return StampResult(uuid=data["uuid"], xml=data["cfdi"].encode(), fecha_timbrado=data["fechaTimbrado"], previous=code == TIMBRE_PREVIO)
-        if code == TIMBRE_PREVIO:
-            return await self.previous(idempotency_id)
-        if response.status_code in (401, 403):
-            raise PacUnavailable(f"autenticación con el PAC falló: {message}")
-        raise PacRejected(code or "PAC", body.get("messageDetail") or message or "El PAC rechazó el comprobante.")
+            raise transport_error(exc) from exc
+        result, _code = parse_stamp_response(response)
+        if result is not None:
+            return result
+        previous = await self.lookup(idempotency_id)  # 307 without the stamp: fetch it
+        if previous is None:
+            raise PacUnavailable("el PAC reporta un timbre previo pero aún no lo entrega", maybe_stamped=True)
+        return previous
 
-    async def previous(self, idempotency_id: str) -> StampResult:
-        """The stamp the PAC already issued for this request (after a 307 without data, or a timeout)."""
+    async def lookup(self, idempotency_id: str) -> StampResult | None:
         try:
             response = await self._client.get("/cfdi33/stamp/status", params={"customid": idempotency_id})
         except httpx.HTTPError as exc:
-            raise PacUnavailable(f"PAC no disponible: {exc!r}") from exc
-        data = (response.json().get("data") or {}) if response.status_code == 200 else {}
-        if not data.get("cfdi"):
-            raise PacUnavailable("el PAC reporta un timbre previo pero aún no lo entrega")
-        return StampResult(uuid=data["uuid"], xml=data["cfdi"].encode(), fecha_timbrado=data["fechaTimbrado"], previous=True)
+            raise transport_error(exc) from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise PacUnavailable(f"consulta de timbre previo: PAC respondió {response.status_code}", maybe_stamped=True)
+        try:
+            data = response.json().get("data") or {}
+        except ValueError as exc:
+            raise PacUnavailable("consulta de timbre previo: respuesta inválida", maybe_stamped=True) from exc
+        return result_from(data, previous=True) if data.get("cfdi") else None
 
     async def aclose(self) -> None:
         await self._client.aclose()
