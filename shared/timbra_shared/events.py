@@ -243,6 +243,13 @@ class IssuerProfileChanged(Contract):
     slug: str
     enabled_types: list[str] = Field(default_factory=lambda: ["I", "E", "T", "P"])
     series: dict[str, str] = Field(default_factory=dict)
+    phone: str | None = None
+    fiscal_address: dict[str, str | None] | None = None
+    issuing_address: dict[str, str | None] | None = Field(default=None, description="where invoices are issued (LugarExpedicion's address)")
+    logo_id: str | None = Field(default=None, description="changes whenever the logo changes")
+    logo_url: str | None = Field(default=None, description="issuer-profile path; GET it with the x-timbra-internal header")
+    logo_placement: Literal["left", "center", "right"] | None = None
+    smtp_configured: bool = Field(default=False, description="the issuer's own SMTP settings exist (GET /internal/v1/issuers/{id}/smtp)")
 
 
 class NotificationRequested(Contract):

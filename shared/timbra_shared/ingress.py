@@ -7,6 +7,7 @@ request's trace, and merges the services' OpenAPI documents. It holds no busines
 
 import asyncio
 import hashlib
+import os
 import re
 import time
 from typing import Any
@@ -36,13 +37,14 @@ ROUTES: list[tuple[str | None, re.Pattern[str], str]] = [
         (None, r"^/v1/invoices/[^/]+/cancellation", "cancellation"),
         (None, r"^/v1/invoices", "cfdi-builder"),
         (None, r"^/v1/issuers", "issuer-profile"),
+        (None, r"^/v1/(sessions|staff)(/|$)", "issuer-profile"),
         (None, r"^/v1/billing", "billing"),
         (None, r"^/v1/(customers|products|catalogs|branches|tickets)", "catalog"),
     ]
 ]
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization", "host", "content-length"}
-KEY_CACHE_TTL_S = 60.0
+KEY_CACHE_TTL_S = 60.0  # a revoked key keeps working at most this long; TIMBRA_KEY_CACHE_TTL overrides it
 
 
 def route_for(method: str, path: str) -> str | None:
@@ -61,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     urls = settings.service_urls
     client = httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100))
     tokens: dict[str, tuple[float, str]] = {}
+    cache_ttl = float(os.environ.get("TIMBRA_KEY_CACHE_TTL", KEY_CACHE_TTL_S))
     http_tracer = tracer("timbra.ingress")
 
     async def principal_token(key: str) -> str | None:
@@ -80,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         token = response.json()["token"]
         if len(tokens) > 50_000:
             tokens.clear()
-        tokens[digest] = (time.monotonic() + KEY_CACHE_TTL_S, token)
+        tokens[digest] = (time.monotonic() + cache_ttl, token)
         return token
 
     @app.get("/healthz")

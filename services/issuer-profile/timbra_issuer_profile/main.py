@@ -1,13 +1,17 @@
 """Wiring of issuer-profile (and nothing else)."""
 
+import os
+
 from timbra_issuer_profile.adapters.repository import IssuerRepository
-from timbra_issuer_profile.adapters.vault import Vault, parse_master_key
+from timbra_issuer_profile.adapters.vault import vault_from_env
 from timbra_issuer_profile.api import build_api
 from timbra_issuer_profile.handlers import build_router
 from timbra_issuer_profile.service import IssuerService
 from timbra_shared.runtime import Runtime
 
 SERVICE = "issuer-profile"
+#: how often the CSD-expiry check runs (seconds); notices are deduplicated, so any value is safe
+CSD_CHECK_INTERVAL_S = float(os.environ.get("TIMBRA_CSD_CHECK_INTERVAL", 6 * 3600))
 
 
 def create():  # noqa: ANN201
@@ -17,12 +21,18 @@ def create():  # noqa: ANN201
     service = IssuerService(
         store=runtime.store,
         repo=repo,
-        vault=Vault(parse_master_key(settings.master_key)),
+        # TIMBRA_MASTER_KEY_PREVIOUS: older master keys still accepted while a rotation runs
+        vault=vault_from_env(settings.master_key, os.environ.get("TIMBRA_MASTER_KEY_PREVIOUS")),
         admin_key=settings.admin_key,
         internal_secret=settings.internal_secret,
     )
     runtime.on_startup(repo.ensure_indexes)
     runtime.include(build_router(service))
+
+    async def expiry_checks() -> None:
+        await service.expiry_loop(CSD_CHECK_INTERVAL_S)
+
+    runtime.background(expiry_checks)
     return runtime, runtime.app([build_api(service, settings.internal_secret)])
 
 

@@ -71,3 +71,25 @@ class Vault:
             "wrap_nonce": wrap_nonce,
             "kek_id": self.key_id,
         }
+
+
+def parse_previous_keys(value: str | None) -> tuple[bytes, ...]:
+    """``TIMBRA_MASTER_KEY_PREVIOUS``: comma-separated base64 keys still accepted for opening."""
+    return tuple(parse_master_key(part.strip()) for part in (value or "").split(",") if part.strip())
+
+
+def vault_from_env(master: str, previous: str | None) -> Vault:
+    return Vault(parse_master_key(master), parse_previous_keys(previous))
+
+
+def blob_paths(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every sealed blob inside a document, with its dotted path (for rotation)."""
+    found = []
+    for name, value in doc.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            if {"wrapped_key", "kek_id", "context", "ciphertext"} <= value.keys():
+                found.append((path, value))
+            else:
+                found.extend(blob_paths(value, path + "."))
+    return found

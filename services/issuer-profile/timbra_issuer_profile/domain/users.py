@@ -1,0 +1,105 @@
+"""Users of the panel and the staff console: profile rules and password hashing.
+
+Passwords are hashed with scrypt (memory-hard, stdlib ``hashlib.scrypt``) at OWASP's recommended
+cost (N=2^17, r=8, p=1: 128 MiB, ~0.3 s). The parameters travel inside the stored hash, so the cost
+can be raised later and old hashes still verify (and are re-hashed at the next login).
+"""
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+
+from timbra_shared.errors import Problem
+
+ISSUER_ROLES = ("owner",)
+STAFF_ROLES = ("operator", "billing")
+ROLES = ISSUER_ROLES + STAFF_ROLES
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+SCRYPT_DKLEN = 32
+MIN_PASSWORD = 10
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{2,63}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+INITIALS = re.compile(r"^[A-ZÑ]{1,5}$")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=2 * 128 * r * n + 1024 * 1024)
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, n, r, p, SCRYPT_DKLEN)
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = _scrypt(password, base64.b64decode(salt), int(n), int(r), int(p), len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def needs_rehash(stored: str) -> bool:
+    try:
+        _scheme, n, r, p, _salt, _digest = stored.split("$")
+    except ValueError:
+        return True
+    return (int(n), int(r), int(p)) != (SCRYPT_N, SCRYPT_R, SCRYPT_P)
+
+
+# A constant-time-ish answer for unknown usernames: verify against a fixed dummy hash.
+DUMMY_HASH = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$AAAAAAAAAAAAAAAAAAAAAA==$LXItd9mcru583Tx+KQk9JVfN268kUDBAHryAaAG0e48="
+
+
+def normalize_username(username: str) -> str:
+    return username.strip().lower()
+
+
+def initials_of(name: str) -> str:
+    return "".join(word[0] for word in name.split() if word[:1].isalpha())[:5].upper()
+
+
+def validate_password(password: str, confirmation: str | None, *, username: str = "", path: str = "password") -> list[Problem]:
+    problems = []
+    if confirmation is not None and confirmation != password:
+        problems.append(Problem("TIMBRA_PASSWORD_MISMATCH", "La contraseña y su confirmación no coinciden.", path="password_confirmation"))
+    if len(password) < MIN_PASSWORD:
+        problems.append(Problem("TIMBRA_PASSWORD_WEAK", f"La contraseña debe tener al menos {MIN_PASSWORD} caracteres.", path=path))
+    elif not (re.search(r"[A-Za-zÑñ]", password) and re.search(r"\d", password)):
+        problems.append(Problem("TIMBRA_PASSWORD_WEAK", "La contraseña debe combinar letras y números.", path=path))
+    elif username and username.lower() in password.lower():
+        problems.append(Problem("TIMBRA_PASSWORD_WEAK", "La contraseña no puede contener el nombre de usuario.", path=path))
+    return problems
+
+
+def validate_user(user: dict[str, object], *, allowed_roles: tuple[str, ...]) -> list[Problem]:
+    """Profile fields of a user (not the password)."""
+    problems = []
+    if not str(user.get("name") or "").strip():
+        problems.append(Problem("TIMBRA_USER_NAME_REQUIRED", "Escribe el nombre completo del usuario.", path="name"))
+    username = str(user.get("username") or "")
+    if not USERNAME.match(username):
+        problems.append(Problem("TIMBRA_USERNAME_INVALID", "El usuario debe tener de 3 a 64 caracteres: letras minúsculas, números, punto, guion, guion bajo o @.", path="username"))
+    for field in ("email", "alt_email"):
+        value = user.get(field)
+        if (field == "email" or value) and not EMAIL.match(str(value or "")):
+            problems.append(Problem("TIMBRA_EMAIL_INVALID", "El correo electrónico no tiene un formato válido.", path=field))
+    initials = user.get("initials")
+    if initials and not INITIALS.match(str(initials)):
+        problems.append(Problem("TIMBRA_INITIALS_INVALID", "Las iniciales deben ser de 1 a 5 letras.", path="initials"))
+    role = user.get("role")
+    if role not in allowed_roles:
+        problems.append(Problem("TIMBRA_ROLE_INVALID", f"Rol no permitido: {role}. Usa {', '.join(allowed_roles)}.", path="role"))
+    return problems
