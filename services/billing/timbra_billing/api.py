@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from timbra_billing.domain.money import Product
 from timbra_billing.payments import Payments
@@ -52,8 +52,15 @@ class GrantIn(BaseModel):
 
 class AdjustIn(BaseModel):
     issuer_id: str
-    quantity: int = Field(ne=0, ge=-10_000_000, le=10_000_000)
+    quantity: int = Field(ge=-10_000_000, le=10_000_000, description="positive adds, negative takes back; never 0")
     reason: str = Field(min_length=3, max_length=300)
+
+    @field_validator("quantity")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("Debe ser distinto de 0.")
+        return value
 
 
 class AlertsIn(BaseModel):
