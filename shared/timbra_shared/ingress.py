@@ -61,7 +61,7 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Timbra API", openapi_url=None, docs_url=None, redoc_url=None)
     urls = settings.service_urls
-    client = httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100))
+    client = httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=4.0))
     tokens: dict[str, tuple[float, str]] = {}
     cache_ttl = float(os.environ.get("TIMBRA_KEY_CACHE_TTL", KEY_CACHE_TTL_S))
     http_tracer = tracer("timbra.ingress")
@@ -152,7 +152,7 @@ def main() -> None:
     settings = Settings(TIMBRA_SERVICE_NAME="ingress")
     configure_logging("ingress", settings.log_level)
     setup_telemetry("ingress", settings.trace_dir, settings.otlp_endpoint)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False, timeout_keep_alive=30)
 
 
 if __name__ == "__main__":

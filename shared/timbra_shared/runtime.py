@@ -136,7 +136,9 @@ class Runtime:
         )
 
     def serve(self, app: FastAPI) -> None:
-        config = uvicorn.Config(app, host=self.settings.http_host, port=self.settings.http_port, log_level="warning", access_log=False, lifespan="on")
+        # Keep-alive longer than clients keep idle connections (httpx: 5 s), so a reused connection
+        # is never closed under a request in flight.
+        config = uvicorn.Config(app, host=self.settings.http_host, port=self.settings.http_port, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30)
         server = uvicorn.Server(config)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(server.serve())

@@ -28,7 +28,7 @@ from timbra_shared.events import (
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
 from timbra_shared.mongo import Store, Transaction
-from timbra_shared.telemetry import current_trace_id
+from timbra_shared.telemetry import attached, carrier_from_current, current_trace_id
 
 log = get_logger(__name__)
 
@@ -112,6 +112,7 @@ class InvoiceService:
             "status_rank": 0,
             "timeline": [{"status": "requested", "at": event.occurred_at, "service": "cfdi-builder"}],
             "trace_id": current_trace_id(),
+            "trace": carrier_from_current(),
             "created_at": now,
             "updated_at": now,
             "redrives": 0,
@@ -196,7 +197,8 @@ class InvoiceService:
         stuck = await self.invoices.stuck(older_than=self.stuck_after)
         for doc in stuck:
             attempt = int(doc.get("redrives") or 0) + 1
-            await self.publish_redrive(RedriveInvoice(invoice_id=doc["_id"], issuer_id=doc["issuer_id"], stuck_status=doc["status"], attempt=attempt))
+            with attached(doc.get("trace")):  # the retry shows up in the invoice's own trace
+                await self.publish_redrive(RedriveInvoice(invoice_id=doc["_id"], issuer_id=doc["issuer_id"], stuck_status=doc["status"], attempt=attempt))
             backoff = self.stuck_after * min(2 ** (attempt - 1), 32)
             await self.invoices.mark_redriven(doc["_id"], attempt, utcnow() + backoff)
         if stuck:

@@ -43,7 +43,7 @@ def sample_invoice(*, email: str | None = "cliente@example.com", items: int = 1,
 
 class TimbraClient:
     def __init__(self, base_url: str, admin_key: str, *, timeout: float = 30.0) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=httpx.Limits(max_connections=100))
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=httpx.Limits(max_connections=100, keepalive_expiry=4.0))
         self.admin = {"Authorization": f"Bearer {admin_key}"}
 
     async def __aenter__(self) -> "TimbraClient":

@@ -86,7 +86,7 @@ class InvoiceRepository:
                 "updated_at": {"$lt": now - older_than},
                 "$or": [{"redrive_at": None}, {"redrive_at": {"$lt": now}}],
             },
-            projection={"issuer_id": 1, "status": 1, "redrives": 1},
+            projection={"issuer_id": 1, "status": 1, "redrives": 1, "trace": 1},
         ).limit(limit).to_list(None)
 
     async def mark_redriven(self, invoice_id: str, attempt: int, next_at: datetime) -> None:
