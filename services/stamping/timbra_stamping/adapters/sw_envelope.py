@@ -24,6 +24,14 @@ def split_message(message: str | None) -> tuple[str, str]:
     return "", text
 
 
+def _said(response: httpx.Response) -> str:
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {str(message)[:200]}" if message else ""
+
+
 def transport_error(exc: httpx.HTTPError) -> PacUnavailable:
     # A refused or timed-out *connect* never reached the PAC; anything later may have.
     before_sending = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
@@ -40,7 +48,7 @@ def parse_stamp_response(response: httpx.Response) -> tuple[StampResult | None, 
     Raises :class:`PacUnavailable` (retry) or :class:`PacRejected` (permanent)."""
     status = response.status_code
     if status >= 500 or status in (408, 429):
-        raise PacUnavailable(f"PAC respondió {status}", maybe_stamped=status not in (429, 503))
+        raise PacUnavailable(f"PAC respondió {status}{_said(response)}", maybe_stamped=status not in (429, 503))
     try:
         body = response.json()
     except ValueError as exc:
