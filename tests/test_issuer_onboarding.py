@@ -383,7 +383,7 @@ async def test_users_have_hashed_passwords_and_log_in(client, platform) -> None:
         stored = await mongo.timbra_issuer_profile.users.find_one({"username": username})
     finally:
         await mongo.close()
-    assert stored["password_hash"].startswith("scrypt$131072$8$1$") and password not in str(stored)
+    assert stored["password_hash"].startswith("scrypt$32768$8$3$") and password not in str(stored)
 
     wrong = await client.http.post("/v1/sessions", json={"username": username, "password": password + "!"})
     assert wrong.status_code == 401 and wrong.json()["code"] == "TIMBRA_LOGIN_FAILED"
