@@ -11,7 +11,9 @@ import pytest
 from timbra_shared.devstack.scenario import TimbraClient, sample_invoice
 from timbra_shared.ids import new_id
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.asyncio(loop_scope="session")]
+# Every invoice must also be rendered and emailed; PDF rendering paces these tests on a busy
+# machine (quiet: about 3 minutes for both), so they get more than the default time limit.
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
 
 
 async def _stamp_count(platform) -> int:  # noqa: ANN001
@@ -42,7 +44,7 @@ async def _wait_some(client: TimbraClient, issuer, ids: list[str], status: str, 
 
 
 async def _assert_exactly_once(client: TimbraClient, platform, issuer, ids: list[str], stamps_before: int, credits: int) -> None:  # noqa: ANN001
-    states = await client.wait_final(issuer, ids, timeout=240, interval=1.0)
+    states = await client.wait_final(issuer, ids, timeout=600, interval=1.0)
     statuses = [s["status"] for s in states.values()]
     assert statuses.count("emailed") == len(ids), {s: statuses.count(s) for s in set(statuses)}
     uuids = {s["uuid"] for s in states.values()}
