@@ -28,7 +28,7 @@ class StampingConfig(BaseSettings):
     backoff_max_s: float = Field(default=300.0, alias="TIMBRA_STAMP_BACKOFF_MAX")
     max_attempts: int = Field(default=40, alias="TIMBRA_STAMP_MAX_ATTEMPTS")
     deadline_margin_s: float = Field(default=600.0, alias="TIMBRA_STAMP_DEADLINE_MARGIN")
-    lease_s: float = Field(default=60.0, alias="TIMBRA_STAMP_LEASE")
+    lease_s: float = Field(default=30.0, alias="TIMBRA_STAMP_LEASE")
     poll_s: float = Field(default=0.5, alias="TIMBRA_STAMP_POLL")
     breaker_threshold: int = Field(default=5, alias="TIMBRA_PAC_BREAKER_THRESHOLD")
     breaker_open_s: float = Field(default=5.0, alias="TIMBRA_PAC_BREAKER_OPEN")
@@ -42,4 +42,6 @@ class StampingConfig(BaseSettings):
     @property
     def effective_lease_s(self) -> float:
         # a lease must outlive a lookup plus a stamp call, or another instance could take the job mid-call
-        return max(self.lease_s, 2 * max(self.pac_timeout_s, self.sw_timeout_s) + 10)
+        in_use = {self.pac, *self.pac_by_issuer.values()}
+        timeout = max(self.sw_timeout_s if name == "sw" else self.pac_timeout_s for name in in_use)
+        return max(self.lease_s, 2 * timeout + 10)
