@@ -135,11 +135,16 @@ def make_broker(
 # about a quarter of this on average: 50 ms keeps hops near 10 ms. Apache Kafka long-polls
 # properly; deployments on it can raise this (docker-compose sets 500).
 FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_FETCH_WAIT_MS", "50"))
+# Consumers per single-topic subscriber in one process: each gets its share of the partitions and
+# processes them in order, so independent invoices overlap their MongoDB and broker round trips.
+CONSUMER_WORKERS = int(os.environ.get("TIMBRA_CONSUMER_WORKERS", "1"))
 
 
 def subscriber(router: KafkaRouter | KafkaBroker, *topic_names: str, group: str, **options: Any) -> Any:
     """The one place that fixes the consumer defaults: at-least-once (ack after the handler has
     committed), a consumer group per subscriber so instances of a service share the work."""
+    if len(topic_names) == 1 and CONSUMER_WORKERS > 1:
+        options.setdefault("max_workers", CONSUMER_WORKERS)
     return router.subscriber(
         *topic_names,
         group_id=group,
