@@ -99,6 +99,7 @@ class InvoiceRequest(Contract):
     idempotency_key: str | None = Field(default=None, max_length=200)
     branch_id: str | None = None
     ticket_id: str | None = None
+    ticket_ids: list[str] = Field(default_factory=list, max_length=2000, description="store tickets a global invoice covers")
 
 
 # --------------------------------------------------------------------------- envelope
@@ -250,6 +251,81 @@ class IssuerProfileChanged(Contract):
     logo_url: str | None = Field(default=None, description="issuer-profile path; GET it with the x-timbra-internal header")
     logo_placement: Literal["left", "center", "right"] | None = None
     smtp_configured: bool = Field(default=False, description="the issuer's own SMTP settings exist (GET /internal/v1/issuers/{id}/smtp)")
+
+
+class CatalogChange(Contract):
+    """The latest state of a catalog entity (keyed by ``id``; a higher ``version`` wins). The
+    cfdi-builder projects these so that building never calls the catalog service."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    topic: ClassVar[str]
+
+    event_id: str = Field(default_factory=new_id)
+    issuer_id: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    version: int
+    deleted: bool = False
+
+
+class CustomerChanged(CatalogChange):
+    topic: ClassVar[str] = topics.CATALOG_CUSTOMERS
+    event_type: Literal["catalog.customer"] = "catalog.customer"
+    rfc: str
+    legal_name: str
+    tax_regime: str
+    zip: str | None = None
+    default_use: str | None = None
+    emails: list[str] = Field(default_factory=list)
+    tax_id: str | None = None
+    tax_residence: str | None = None
+
+
+class ProductChanged(CatalogChange):
+    topic: ClassVar[str] = topics.CATALOG_PRODUCTS
+    event_type: Literal["catalog.product"] = "catalog.product"
+    product: ProductIn
+
+
+class TicketChanged(CatalogChange):
+    topic: ClassVar[str] = topics.CATALOG_TICKETS
+    event_type: Literal["catalog.ticket"] = "catalog.ticket"
+    branch_id: str
+    order_number: str | None = None
+    ticket_number: str
+    date: datetime
+    total: Decimal
+    payment_form: str | None = None
+    items: list[ItemIn] = Field(default_factory=list)
+    status: Literal["open", "pending", "invoiced"] = "open"
+    invoice_id: str | None = None
+    invoiceable_until: datetime | None = None
+
+
+class TicketIn(Contract):
+    """A store ticket as a point-of-sale system sends it (HTTP body of ``POST /v1/tickets`` too)."""
+
+    branch_id: NonEmpty
+    order_number: str | None = Field(default=None, max_length=100)
+    ticket_number: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    date: datetime
+    total: Money
+    payment_form: str | None = None
+    items: list[ItemIn] = Field(min_length=1, max_length=2000)
+
+
+class TicketSubmitted(Contract):
+    """A point-of-sale system pushes a ticket onto ``pos.tickets`` (keyed by issuer_id)."""
+
+    topic: ClassVar[str] = topics.POS_TICKETS
+
+    event_id: str = Field(default_factory=new_id)
+    event_type: Literal["pos.ticket"] = "pos.ticket"
+    issuer_id: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+    ticket: TicketIn
 
 
 class NotificationRequested(Contract):

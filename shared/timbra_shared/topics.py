@@ -22,6 +22,12 @@ CANCELLATION_COMPLETED = "cancellation.completed"
 ISSUER_PROFILE = "issuer.profile"  # keyed by issuer_id; the latest profile state wins
 NOTIFICATION_REQUESTED = "notification.requested"  # keyed by issuer_id: emails other than invoices
 
+# Catalog state for the builder's projection: keyed by the entity id, the latest state wins.
+CATALOG_CUSTOMERS = "catalog.customers"
+CATALOG_PRODUCTS = "catalog.products"
+CATALOG_TICKETS = "catalog.tickets"
+POS_TICKETS = "pos.tickets"  # keyed by issuer_id: store tickets pushed by a point-of-sale system
+
 DEAD_LETTER = "timbra.dead_letter"
 
 PIPELINE_TOPICS = (
@@ -76,6 +82,10 @@ ALL_TOPICS: dict[str, int] = {
         CANCELLATION_COMPLETED,
         ISSUER_PROFILE,
         NOTIFICATION_REQUESTED,
+        CATALOG_CUSTOMERS,
+        CATALOG_PRODUCTS,
+        CATALOG_TICKETS,
+        POS_TICKETS,
         DEAD_LETTER,
     )
 }

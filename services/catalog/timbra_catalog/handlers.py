@@ -4,7 +4,7 @@ from faststream.kafka import KafkaRouter
 
 from timbra_catalog.service import CatalogService
 from timbra_shared import topics
-from timbra_shared.events import InvoiceStamped
+from timbra_shared.events import InvoiceRejected, InvoiceStamped, InvoiceStampFailed, TicketSubmitted
 from timbra_shared.messaging import subscriber
 
 
@@ -14,5 +14,17 @@ def build_router(service: CatalogService) -> KafkaRouter:
     @subscriber(router, topics.INVOICE_STAMPED, group="catalog.usage")
     async def on_invoice_stamped(event: InvoiceStamped) -> None:
         await service.on_stamped(event)
+
+    @subscriber(router, topics.INVOICE_REJECTED, group="catalog.tickets.rejected")
+    async def on_invoice_rejected(event: InvoiceRejected) -> None:
+        await service.on_failed(event)
+
+    @subscriber(router, topics.INVOICE_STAMP_FAILED, group="catalog.tickets.stamp_failed")
+    async def on_invoice_stamp_failed(event: InvoiceStampFailed) -> None:
+        await service.on_failed(event)
+
+    @subscriber(router, topics.POS_TICKETS, group="catalog.pos")
+    async def on_pos_ticket(event: TicketSubmitted) -> None:
+        await service.on_ticket_submitted(event)
 
     return router

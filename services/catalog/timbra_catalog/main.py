@@ -1,18 +1,31 @@
 """Wiring of the catalog service (and nothing else)."""
 
-from timbra_catalog.api import build_api
+import asyncio
+
+from timbra_catalog.adapters.repository import CatalogRepositories
+from timbra_catalog.api import PUBLIC_NAMES, build_api
 from timbra_catalog.handlers import build_router
 from timbra_catalog.service import CatalogService
+from timbra_shared.cfdi import catalogs
 from timbra_shared.runtime import Runtime
 
 SERVICE = "catalog"
 
 
+async def warm_search_indexes() -> None:
+    """Build the SAT catalogs' search indexes before the first request needs them."""
+    for name in PUBLIC_NAMES.values():
+        await asyncio.to_thread(catalogs.search, name, "a", 1)
+
+
 def create():  # noqa: ANN201
     runtime = Runtime(SERVICE)
-    service = CatalogService(store=runtime.store)
+    repos = CatalogRepositories(runtime.store.db)
+    service = CatalogService(store=runtime.store, repos=repos)
+    runtime.on_startup(repos.ensure_indexes)
+    runtime.background(warm_search_indexes)
     runtime.include(build_router(service))
-    return runtime, runtime.app([build_api()])
+    return runtime, runtime.app([build_api(service)])
 
 
 def main() -> None:

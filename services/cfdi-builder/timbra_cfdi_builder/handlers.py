@@ -4,7 +4,7 @@ from faststream.kafka import KafkaRouter
 
 from timbra_cfdi_builder.service import InvoiceService
 from timbra_shared import topics
-from timbra_shared.events import InvoiceRequested, IssuerProfileChanged, StatusEvent
+from timbra_shared.events import CustomerChanged, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
 from timbra_shared.messaging import subscriber
 
 
@@ -22,5 +22,17 @@ def build_router(service: InvoiceService) -> KafkaRouter:
     @subscriber(router, topics.ISSUER_PROFILE, group="cfdi-builder.issuers")
     async def on_issuer_profile(profile: IssuerProfileChanged) -> None:
         await service.on_issuer(profile)
+
+    @subscriber(router, topics.CATALOG_CUSTOMERS, group="cfdi-builder.catalog.customers")
+    async def on_customer(change: CustomerChanged) -> None:
+        await service.on_catalog(change)
+
+    @subscriber(router, topics.CATALOG_PRODUCTS, group="cfdi-builder.catalog.products")
+    async def on_product(change: ProductChanged) -> None:
+        await service.on_catalog(change)
+
+    @subscriber(router, topics.CATALOG_TICKETS, group="cfdi-builder.catalog.tickets")
+    async def on_ticket(change: TicketChanged) -> None:
+        await service.on_catalog(change)
 
     return router

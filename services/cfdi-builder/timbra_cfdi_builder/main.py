@@ -1,6 +1,6 @@
 """Wiring of the cfdi-builder (and nothing else)."""
 
-from timbra_cfdi_builder.adapters.repository import FolioCounter, InvoiceRepository, IssuerDirectory
+from timbra_cfdi_builder.adapters.repository import CatalogProjection, FolioCounter, InvoiceRepository, IssuerDirectory
 from timbra_cfdi_builder.api import build_api
 from timbra_cfdi_builder.domain.comprobante import build_cfdi
 from timbra_cfdi_builder.handlers import build_router
@@ -16,6 +16,7 @@ def create():  # noqa: ANN201
     runtime = Runtime(SERVICE)
     db = runtime.store.db
     invoices = InvoiceRepository(db)
+    catalog = CatalogProjection(db)
 
     async def publish_redrive(command: RedriveInvoice) -> None:
         await runtime.broker.publish(command, topics.INVOICE_REDRIVE, key=command.invoice_id.encode())
@@ -29,8 +30,10 @@ def create():  # noqa: ANN201
         publish_redrive=publish_redrive,
         stuck_after=runtime.settings.stuck_after_s,
         sweep_interval=runtime.settings.sweep_interval_s,
+        catalog=catalog,
     )
     runtime.on_startup(invoices.ensure_indexes)
+    runtime.on_startup(catalog.ensure_indexes)
     runtime.include(build_router(service))
     runtime.background(service.sweep_forever)
     return runtime, runtime.app([build_api(service)])

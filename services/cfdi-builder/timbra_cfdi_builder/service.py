@@ -10,11 +10,14 @@ from typing import Any, Protocol
 import structlog
 from pymongo.errors import DuplicateKeyError
 
-from timbra_cfdi_builder.adapters.repository import FolioCounter, InvoiceRepository, IssuerDirectory
+from timbra_cfdi_builder.adapters.repository import CatalogProjection, FolioCounter, InvoiceRepository, IssuerDirectory
 from timbra_cfdi_builder.domain.invoice import SERVICE_OF_STATUS, STATUS_OF_TOPIC, InvoiceStatus
 from timbra_shared.auth import Principal
 from timbra_shared.errors import Problem, RetryLater
 from timbra_shared.events import (
+    CatalogChange,
+    CustomerChanged,
+    CustomerIn,
     Envelope,
     ErrorDetail,
     InvoiceBuilt,
@@ -23,7 +26,11 @@ from timbra_shared.events import (
     InvoiceRequested,
     InvoiceSummary,
     IssuerProfileChanged,
+    ItemIn,
+    ProductChanged,
+    ProductIn,
     RedriveInvoice,
+    TicketChanged,
 )
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
@@ -33,6 +40,7 @@ from timbra_shared.telemetry import attached, carrier_from_current, current_trac
 log = get_logger(__name__)
 
 ISSUER_WAIT = timedelta(seconds=60)
+CATALOG_WAIT = timedelta(seconds=10)  # a customer/product/ticket created just now may not be projected yet
 
 
 @dataclass
@@ -63,6 +71,8 @@ class InvoiceService:
         publish_redrive: Callable[[RedriveInvoice], Awaitable[None]],
         stuck_after: float,
         sweep_interval: float,
+        catalog: CatalogProjection | None = None,
+        catalog_wait: timedelta = CATALOG_WAIT,
     ) -> None:
         self.store = store
         self.invoices = invoices
@@ -72,6 +82,8 @@ class InvoiceService:
         self.publish_redrive = publish_redrive
         self.stuck_after = timedelta(seconds=stuck_after)
         self.sweep_interval = sweep_interval
+        self.catalog = catalog
+        self.catalog_wait = catalog_wait
 
     # ------------------------------------------------------------------ requests
 
@@ -132,6 +144,10 @@ class InvoiceService:
         issuer = await self.issuers.get(event.issuer_id)
         if issuer is None and utcnow() - event.occurred_at < ISSUER_WAIT:
             raise RetryLater(f"issuer {event.issuer_id} not yet projected")
+        request, problems, missing = await self._resolve(event, issuer)
+        if missing and utcnow() - event.occurred_at < self.catalog_wait:
+            raise RetryLater(f"catalog references not yet projected: {', '.join(missing)}")
+        tickets = ([request.ticket_id] if request.ticket_id else []) + list(request.ticket_ids)
 
         async def work(tx: Transaction) -> None:
             if existing is None:
@@ -142,10 +158,18 @@ class InvoiceService:
             if event.request.type not in issuer.get("enabled_types", ["I", "E", "T", "P"]):
                 self._reject(tx, event, [Problem("TIMBRA_TYPE_DISABLED", f"El tipo de comprobante {event.request.type} no está habilitado para este emisor.", path="type")])
                 return
+            if problems:
+                self._reject(tx, event, problems)
+                return
+            if tickets and self.catalog is not None:
+                taken = await self.catalog.claim_tickets(event.issuer_id, tickets, event.invoice_id, session=tx.session)
+                if taken:
+                    self._reject(tx, event, [Problem("TIMBRA_TICKET_ALREADY_INVOICED", f"El ticket {t} ya está en otra factura.", path="ticket_id") for t in taken])
+                    return
             serie = event.request.series or issuer.get("series", {}).get(event.request.type)
             folio = await self.folios.next(event.issuer_id, serie or "", session=tx.session)
             try:
-                built = self.build_cfdi(event.request, issuer, serie=serie, folio=folio, now=utcnow())
+                built = self.build_cfdi(request, issuer, serie=serie, folio=folio, now=utcnow())
             except InvoiceInvalid as invalid:
                 self._reject(tx, event, invalid.problems)
                 return
@@ -157,6 +181,75 @@ class InvoiceService:
             tx.emit(InvoiceBuilt(invoice_id=event.invoice_id, issuer_id=event.issuer_id, summary=built.summary, xml=built.xml.decode()))
 
         await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+
+    async def _resolve(self, event: InvoiceRequested, issuer: dict[str, Any] | None) -> tuple[InvoiceRequest, list[Problem], list[str]]:
+        """Replace ``customer_id``, ``items[].product_id`` and a ticket's lines by the values in the
+        local catalog projection; the invoice keeps a copy, so later edits never change it.
+        Returns the resolved request, the problems, and the ids not (yet) projected."""
+        request = event.request
+        problems: list[Problem] = []
+        missing: list[str] = []
+        if self.catalog is None or issuer is None:
+            return request, problems, missing
+        issuer_id = event.issuer_id
+        update: dict[str, Any] = {}
+        if request.customer_id:
+            if request.customer is not None:
+                problems.append(Problem("TIMBRA_CUSTOMER_AMBIGUOUS", "Indica el receptor con customer o con customer_id, no ambos.", path="customer_id"))
+            else:
+                state = await self.catalog.get("customer", issuer_id, request.customer_id)
+                if state is None or state.get("deleted"):
+                    if state is None:
+                        missing.append(request.customer_id)
+                    problems.append(Problem("TIMBRA_CUSTOMER_NOT_FOUND", f"El cliente {request.customer_id} no existe.", path="customer_id"))
+                else:
+                    update["customer"] = CustomerIn(
+                        rfc=state["rfc"], legal_name=state["legal_name"], tax_regime=state["tax_regime"], zip=state.get("zip") or issuer["zip"],
+                        use=state.get("default_use"), emails=list(state.get("emails") or [])[:10], tax_id=state.get("tax_id"), tax_residence=state.get("tax_residence"),
+                    )
+        items = list(request.items)
+        if request.ticket_id:
+            ticket = await self.catalog.get("ticket", issuer_id, request.ticket_id)
+            if ticket is None:
+                missing.append(request.ticket_id)
+                problems.append(Problem("TIMBRA_TICKET_NOT_FOUND", f"El ticket {request.ticket_id} no existe.", path="ticket_id"))
+            else:
+                problems += _ticket_problems(ticket, event)
+                if request.branch_id and request.branch_id != ticket["branch_id"]:
+                    problems.append(Problem("TIMBRA_TICKET_BRANCH_MISMATCH", "El ticket no pertenece a esa sucursal.", path="branch_id"))
+                if not items:
+                    items = [ItemIn.model_validate(i) for i in ticket.get("items") or []]
+                    if request.payment_form is None and ticket.get("payment_form"):
+                        update["payment_form"] = ticket["payment_form"]
+        for ticket_id in request.ticket_ids:
+            ticket = await self.catalog.get("ticket", issuer_id, ticket_id)
+            if ticket is None:
+                missing.append(ticket_id)
+                problems.append(Problem("TIMBRA_TICKET_NOT_FOUND", f"El ticket {ticket_id} no existe.", path="ticket_ids"))
+            elif ticket.get("invoice_id") not in (None, event.invoice_id):
+                problems.append(Problem("TIMBRA_TICKET_ALREADY_INVOICED", f"El ticket {ticket['ticket_number']} ya está en otra factura.", path="ticket_ids"))
+        resolved_items = []
+        for index, item in enumerate(items):
+            if item.product_id:
+                if item.product is not None:
+                    problems.append(Problem("TIMBRA_PRODUCT_AMBIGUOUS", "Indica el producto con product o con product_id, no ambos.", path=f"items[{index}]"))
+                    continue
+                state = await self.catalog.get("product", issuer_id, item.product_id)
+                if state is None or state.get("deleted"):
+                    if state is None:
+                        missing.append(item.product_id)
+                    problems.append(Problem("TIMBRA_PRODUCT_NOT_FOUND", f"El producto {item.product_id} no existe.", path=f"items[{index}].product_id"))
+                    continue
+                item = item.model_copy(update={"product": ProductIn.model_validate(state["product"])})
+            resolved_items.append(item)
+        if items != list(request.items) or any(i.product_id for i in items):
+            update["items"] = resolved_items
+        return (request.model_copy(update=update) if update else request), problems, missing
+
+    async def on_catalog(self, change: CatalogChange) -> None:
+        kind = {CustomerChanged: "customer", ProductChanged: "product", TicketChanged: "ticket"}[type(change)]
+        if self.catalog is not None:
+            await self.catalog.upsert(kind, change.model_dump(mode="json"))
 
     def _reject(self, tx: Transaction, event: InvoiceRequested, problems: list[Problem]) -> None:
         message = problems[0].message if len(problems) == 1 else f"La factura tiene {len(problems)} errores."
@@ -213,3 +306,14 @@ class InvoiceService:
             except Exception as exc:
                 log.warning("sweeper.failed", error=repr(exc))
 
+
+
+def _ticket_problems(ticket: dict[str, Any], event: InvoiceRequested) -> list[Problem]:
+    """A ticket invoiced on its own: once, and within its invoicing window."""
+    if ticket.get("invoice_id") not in (None, event.invoice_id):
+        return [Problem("TIMBRA_TICKET_ALREADY_INVOICED", f"El ticket {ticket['ticket_number']} ya fue facturado.", path="ticket_id")]
+    until = ticket.get("invoiceable_until")
+    if until and datetime.fromisoformat(until) <= event.occurred_at:
+        return [Problem("TIMBRA_TICKET_WINDOW_CLOSED", f"El plazo para facturar el ticket {ticket['ticket_number']} terminó el {until[:10]}; "
+                        "se incluye en la factura global del periodo.", path="ticket_id")]
+    return []

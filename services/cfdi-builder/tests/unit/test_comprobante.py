@@ -195,10 +195,11 @@ def test_item_without_product_is_invalid_with_its_index(issuer, request_body, pr
     assert (problem.code, problem.path) == ("TIMBRA_PRODUCT_REQUIRED", "items[1]")
 
 
-def test_catalog_references_are_not_supported_yet(issuer, request_body):
+def test_an_unresolved_customer_id_is_not_found(issuer, request_body):
+    # the service replaces customer_id by the projected customer; one left unresolved is not found
     with pytest.raises(InvoiceInvalid) as info:
-        _build(request_body(customer_id="cus_1"), issuer)
-    assert info.value.problems[0].code == "TIMBRA_CATALOG_REFERENCES_PENDING"
+        _build(request_body(customer=None, customer_id="cus_1"), issuer)
+    assert (info.value.problems[0].code, info.value.problems[0].path) == ("TIMBRA_CUSTOMER_NOT_FOUND", "customer_id")
 
 
 def test_payment_receipts_are_not_accepted(issuer, request_body):

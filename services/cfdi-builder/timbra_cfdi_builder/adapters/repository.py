@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -122,3 +123,59 @@ class FolioCounter:
             session=session,
         )
         return int(doc["next"])
+
+
+class CatalogProjection:
+    """Local projection of ``catalog.customers``, ``catalog.products`` and ``catalog.tickets``
+    (latest version wins), so that building resolves ids without calling the catalog service.
+    Every read is scoped by issuer: another issuer's id is simply not found."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.collections = {"customer": db.catalog_customers, "product": db.catalog_products, "ticket": db.catalog_tickets}
+        self.claims = db.ticket_claims
+        self.invoices = db.invoices
+
+    async def ensure_indexes(self) -> None:
+        for collection in self.collections.values():
+            await collection.create_indexes([IndexModel([("issuer_id", ASCENDING)])])
+
+    async def upsert(self, kind: str, state: dict[str, Any]) -> bool:
+        """Store ``state`` unless a newer version is already there. True when it was stored."""
+        collection = self.collections[kind]
+        doc = {**state, "_id": state["id"]}
+        result = await collection.replace_one({"_id": doc["_id"], "version": {"$lt": doc["version"]}}, doc)
+        if result.matched_count:
+            return True
+        try:
+            await collection.insert_one(doc)
+        except DuplicateKeyError:
+            return False  # the same or a newer version is already projected
+        return True
+
+    async def get(self, kind: str, issuer_id: str, entity_id: str) -> dict[str, Any] | None:
+        return await self.collections[kind].find_one({"_id": entity_id, "issuer_id": issuer_id})
+
+    async def claim_tickets(self, issuer_id: str, ticket_ids: list[str], invoice_id: str, session: AsyncClientSession | None = None) -> list[str]:
+        """Claim the tickets for ``invoice_id`` in the build transaction. Returns the tickets
+        already claimed by another invoice that is still alive (not rejected, failed or canceled)."""
+        taken = []
+        for ticket_id in ticket_ids:
+            claim = await self.claims.find_one({"_id": f"{issuer_id}:{ticket_id}"}, session=session)
+            if claim is not None and claim["invoice_id"] != invoice_id:
+                other = await self.invoices.find_one({"_id": claim["invoice_id"]}, projection={"status": 1}, session=session)
+                if other is not None and other["status"] not in DEAD:
+                    taken.append(ticket_id)
+        if taken:
+            return taken
+        for ticket_id in ticket_ids:
+            await self.claims.replace_one(
+                {"_id": f"{issuer_id}:{ticket_id}"},
+                {"_id": f"{issuer_id}:{ticket_id}", "issuer_id": issuer_id, "ticket_id": ticket_id, "invoice_id": invoice_id, "at": utcnow()},
+                upsert=True,
+                session=session,
+            )
+        return []
+
+
+DEAD = frozenset({InvoiceStatus.REJECTED.value, InvoiceStatus.STAMP_FAILED.value, InvoiceStatus.CANCELED.value})

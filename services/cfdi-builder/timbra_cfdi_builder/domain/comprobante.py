@@ -19,12 +19,14 @@ from timbra_shared.cfdi import (
     fecha_local,
     to_xml,
 )
+from timbra_shared.cfdi.catalogs import moneda_decimales
 from timbra_shared.cfdi.errors import CfdiError
 from timbra_shared.errors import Problem
 from timbra_shared.events import InvoiceRequest, InvoiceSummary, ItemIn, TaxIn
 
 IMPUESTO = {"ISR": "001", "IVA": "002", "IEPS": "003"}
 PUBLICO_EN_GENERAL = "XAXX010101000"
+EXTRANJERO = "XEXX010101000"
 SIX = Decimal("0.000001")
 
 try:  # the validator is optional: when present, SAT business rules are checked before sealing
@@ -46,15 +48,49 @@ def _taxes(taxes: list[TaxIn]) -> tuple[list[Traslado], list[Retencion]]:
     return traslados, retenciones
 
 
-def _concepto(item: ItemIn, index: int) -> Concepto:
+def _tax_of(importe: Decimal, quantity: Decimal, traslados: list[Traslado], quantum: Decimal) -> Decimal:
+    """The traslados of a concepto whose Importe is ``importe``, rounded per tax as ``build`` does."""
+    total = Decimal(0)
+    for t in traslados:
+        if t.TipoFactor == "Tasa":
+            total += (importe * Decimal(t.TasaOCuota or 0)).quantize(quantum, rounding=ROUND_HALF_UP)
+        elif t.TipoFactor == "Cuota":
+            total += (quantity * Decimal(t.TasaOCuota or 0)).quantize(quantum, rounding=ROUND_HALF_UP)
+    return total
+
+
+def split_tax_included(gross_price: Decimal, quantity: Decimal, traslados: list[Traslado], decimals: int = 2) -> Decimal:
+    """ValorUnitario (6 decimals) for a tax-included price, so that the concepto's
+    Importe + traslados equal ``gross_price × quantity`` (rounded to the currency) exactly when
+    some Importe gives that sum, and otherwise fall short of it by the smallest amount.
+
+    SAT recomputes Importe = round(Cantidad × ValorUnitario) and each traslado =
+    round(Base × Tasa), so not every gross amount is reachable (7 × $1.00 with IVA 16%:
+    Importe 6.03 gives 6.99, 6.04 gives 7.01). Retentions are not part of the price: they are
+    subtracted from the Total afterwards."""
+    quantum = Decimal(1).scaleb(-decimals)
+    gross = (gross_price * quantity).quantize(quantum, rounding=ROUND_HALF_UP)
+    rate = sum((Decimal(t.TasaOCuota or 0) for t in traslados if t.TipoFactor == "Tasa"), Decimal(0))
+    cuotas = sum(((quantity * Decimal(t.TasaOCuota or 0)).quantize(quantum, rounding=ROUND_HALF_UP) for t in traslados if t.TipoFactor == "Cuota"), Decimal(0))
+    guess = max(Decimal(0), ((gross - cuotas) / (1 + rate)).quantize(quantum, rounding=ROUND_HALF_UP))
+    candidates = [guess + k * quantum for k in range(-3, 4) if guess + k * quantum >= 0]  # never empty: guess >= 0
+    # exact first; otherwise the closest total that does not exceed the quoted amount; then the closest above
+    importe = min(candidates, key=lambda i: (abs(i + _tax_of(i, quantity, traslados, quantum) - gross), i + _tax_of(i, quantity, traslados, quantum) > gross))
+    unit = (importe / quantity).quantize(SIX, rounding=ROUND_HALF_UP)
+    for step in (Decimal(0), SIX, -SIX, 2 * SIX, -2 * SIX):  # 6 decimals of ValorUnitario may need a nudge to land on Importe
+        if ((unit + step) * quantity).quantize(quantum, rounding=ROUND_HALF_UP) == importe:
+            return unit + step
+    return unit
+
+
+def _concepto(item: ItemIn, index: int, decimals: int = 2) -> Concepto:
     product = item.product
     if product is None:
         raise InvoiceInvalid([Problem("TIMBRA_PRODUCT_REQUIRED", "Cada concepto necesita un producto (product o product_id).", path=f"items[{index}]")])
     traslados, retenciones = _taxes(product.taxes) if product.taxability == "02" else ([], [])
     price = Decimal(product.price)
     if product.tax_included and traslados:
-        rate = sum((Decimal(t.TasaOCuota or 0) for t in traslados if t.TipoFactor == "Tasa"), Decimal(0))
-        price = (price / (1 + rate)).quantize(SIX, rounding=ROUND_HALF_UP)
+        price = split_tax_included(price, Decimal(item.quantity), traslados, decimals)
     return Concepto(
         ClaveProdServ=product.product_key,
         NoIdentificacion=product.sku,
@@ -77,12 +113,13 @@ def _receptor(request: InvoiceRequest, issuer: dict[str, Any]) -> Receptor:
             raise InvoiceInvalid([Problem("TIMBRA_CUSTOMER_REQUIRED", "Indica el receptor (customer o customer_id), o la información global para público en general.", path="customer")])
         return Receptor(Rfc=PUBLICO_EN_GENERAL, Nombre="PUBLICO EN GENERAL", DomicilioFiscalReceptor=issuer["zip"], RegimenFiscalReceptor="616", UsoCFDI="S01")
     rfc = customer.rfc.replace(" ", "").replace("-", "").upper()
+    generic = rfc in (PUBLICO_EN_GENERAL, EXTRANJERO)
     return Receptor(
         Rfc=rfc,
         Nombre=customer.legal_name,
-        DomicilioFiscalReceptor=issuer["zip"] if rfc == PUBLICO_EN_GENERAL else customer.zip,
+        DomicilioFiscalReceptor=issuer["zip"] if generic else customer.zip,
         RegimenFiscalReceptor=customer.tax_regime,
-        UsoCFDI=request.use or customer.use or ("S01" if rfc == PUBLICO_EN_GENERAL else "G03"),
+        UsoCFDI=request.use or customer.use or ("S01" if generic else "G03"),
         ResidenciaFiscal=customer.tax_residence,
         NumRegIdTrib=customer.tax_id,
     )
@@ -96,8 +133,9 @@ def _problems(error: CfdiError) -> list[Problem]:
 def build_cfdi(request: InvoiceRequest, issuer: dict[str, Any], *, serie: str | None, folio: int | None, now: datetime) -> BuiltCfdi:
     if request.type == "P":
         raise InvoiceInvalid([Problem("TIMBRA_PAGOS_VIA_API_PENDING", "Los recibos de pago (tipo P) aún no se aceptan por este endpoint.", path="type")])
-    if request.customer_id or any(item.product_id for item in request.items):
-        raise InvoiceInvalid([Problem("TIMBRA_CATALOG_REFERENCES_PENDING", "Por ahora indica el receptor y los productos en línea (customer, items[].product).")])
+    # customer_id and items[].product_id are resolved by the service against the catalog projection
+    if request.customer_id and request.customer is None:
+        raise InvoiceInvalid([Problem("TIMBRA_CUSTOMER_NOT_FOUND", f"El cliente {request.customer_id} no existe.", path="customer_id")])
     if not request.items:
         raise InvoiceInvalid([Problem("TIMBRA_ITEMS_REQUIRED", "La factura necesita al menos un concepto.", path="items")])
     receptor = _receptor(request, issuer)
@@ -105,7 +143,7 @@ def build_cfdi(request: InvoiceRequest, issuer: dict[str, Any], *, serie: str | 
         Emisor=Emisor(Rfc=issuer["rfc"], Nombre=issuer["legal_name"], RegimenFiscal=issuer["tax_regime"]),
         Receptor=receptor,
         LugarExpedicion=issuer["zip"],
-        Conceptos=[_concepto(item, i) for i, item in enumerate(request.items)],
+        Conceptos=[_concepto(item, i, _decimals(request.currency)) for i, item in enumerate(request.items)],
         TipoDeComprobante=request.type,
         Moneda=request.currency,
         TipoCambio=request.exchange,
@@ -146,6 +184,13 @@ def build_cfdi(request: InvoiceRequest, issuer: dict[str, Any], *, serie: str | 
         recipients=list(dict.fromkeys(recipients))[:10],
     )
     return BuiltCfdi(xml=xml, summary=summary)
+
+
+def _decimals(currency: str) -> int:
+    try:
+        return moneda_decimales(currency)
+    except KeyError:
+        return 2  # build() reports the unknown currency with its SAT code
 
 
 def _about_seal(finding: Any) -> bool:
