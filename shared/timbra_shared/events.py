@@ -251,6 +251,7 @@ class IssuerProfileChanged(Contract):
     logo_url: str | None = Field(default=None, description="issuer-profile path; GET it with the x-timbra-internal header")
     logo_placement: Literal["left", "center", "right"] | None = None
     smtp_configured: bool = Field(default=False, description="the issuer's own SMTP settings exist (GET /internal/v1/issuers/{id}/smtp)")
+    pdf_rendering: Literal["eager", "on_demand"] | None = Field(default=None, description="PDF on invoice.stamped (eager) or on first download/email (on_demand); None: the notifier's TIMBRA_PDF_RENDERING")
 
 
 class CatalogChange(Contract):

@@ -1,6 +1,6 @@
 """``NotifierService`` with fake renderer, mailer, repository and store."""
 
-import smtplib
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -89,19 +89,46 @@ async def test_email_is_sent_once_with_both_attachments(notifier, fakes, stamped
     assert mark["session"] in fakes.store.sessions
 
 
-async def test_message_id_is_deterministic_across_retries(notifier, fakes, stamped_xml):
+async def test_transient_failure_is_retried_later_with_the_same_message_id(notifier, fakes, stamped_xml, transient_error):
     rendered = await _render_then(notifier, fakes, stamped_xml)
-    fakes.mailer.fail_with = [smtplib.SMTPServerDisconnected("connection lost")]
-    with pytest.raises(smtplib.SMTPServerDisconnected):
-        await notifier.email(rendered)
+    fakes.mailer.fail_with = [transient_error]
+    await notifier.email(rendered)
     assert not [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
-    assert fakes.repo.emails["inv_1"]["state"] == "sending"
+    retry = fakes.repo.emails["inv_1"]
+    assert retry["state"] == "retry" and retry["last_error"] == str(transient_error)
+    delay = (retry["next_at"] - datetime.now(UTC)).total_seconds()
+    assert 20 < delay <= 30  # the first back-off step
+    await notifier.email(rendered)  # a redelivery of invoice.rendered: the schedule owns the delivery now
+    assert fakes.mailer.sent == []
 
-    await notifier.email(rendered)  # the redelivery after the transient failure
+    assert await notifier.retry_due_emails() == 0  # not due yet
+    retry["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    assert await notifier.retry_due_emails() == 1
     (message,) = fakes.mailer.sent
     assert message["Message-ID"] == "<inv_1@timbra.local>"
-    assert len([e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]) == 1
-    assert fakes.repo.emails["inv_1"]["attempts"] == 2
+    (emailed,) = [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
+    assert emailed.message_id == "<inv_1@timbra.local>" and emailed.recipients == ["pagos@ure.mx"]
+    assert fakes.repo.emails["inv_1"]["state"] == "sent" and fakes.repo.emails["inv_1"]["attempts"] == 2
+
+
+async def test_backoff_doubles_and_gives_up_at_the_end_of_the_window(notifier, fakes, stamped_xml, transient_error):
+    rendered = await _render_then(notifier, fakes, stamped_xml)
+    fakes.mailer.fail_with = [transient_error]
+    await notifier.email(rendered)
+    first = fakes.repo.emails["inv_1"]
+    first["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    fakes.mailer.fail_with = [transient_error]
+    await notifier.retry_due_emails()
+    delay = (fakes.repo.emails["inv_1"]["next_at"] - datetime.now(UTC)).total_seconds()
+    assert 50 < delay <= 60  # 30 s, then 60 s
+    # a day later: the next failure ends it, recorded with the last server reply
+    fakes.repo.emails["inv_1"]["first_at"] = datetime.now(UTC) - timedelta(hours=25)
+    fakes.repo.emails["inv_1"]["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    fakes.mailer.fail_with = [transient_error]
+    await notifier.retry_due_emails()
+    (emailed,) = [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
+    assert emailed.message_id is None and "24 horas" in emailed.skipped_reason and "421 4.3.2" in emailed.skipped_reason
+    assert fakes.repo.emails["inv_1"]["state"] == "failed"
 
 
 async def test_no_recipients_is_recorded_as_skipped_without_mail(notifier, fakes, stamped_xml):

@@ -1,0 +1,121 @@
+"""The real renderer (weasyprint): what the printed invoice shows, read back with poppler."""
+
+import io
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from datetime import UTC, datetime
+
+import pytest
+
+from timbra_notifier.adapters.renderer import WeasyprintRenderer
+from timbra_notifier.domain.printed import CANCELADO, SIN_VALIDEZ, printed_context
+
+pytestmark = pytest.mark.skipif(not shutil.which("pdftotext") or not shutil.which("pdftoppm"), reason="poppler-utils (pdftotext, pdftoppm) not installed")
+
+
+@pytest.fixture(scope="module")
+def renderer() -> WeasyprintRenderer:
+    return WeasyprintRenderer()
+
+
+def text_of(pdf: bytes, *args: str) -> str:
+    return subprocess.run(["pdftotext", "-layout", *args, "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+
+
+def pages_of(pdf: bytes) -> int:
+    out = subprocess.run(["pdfinfo", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+    return int(next(line.split()[-1] for line in out.splitlines() if line.startswith("Pages:")))
+
+
+def raster(pdf: bytes, dpi: int) -> "Image.Image":
+    """The first page as a picture (pdftoppm), as a PIL image."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "in.pdf"
+        source.write_bytes(pdf)
+        subprocess.run(["pdftoppm", "-png", "-r", str(dpi), "-singlefile", str(source), str(Path(folder) / "page")], check=True, capture_output=True)
+        return Image.open(Path(folder) / "page.png").convert("RGB")
+
+
+def long_invoice(concepts: int) -> bytes:
+    from timbra_shared.cfdi import Comprobante, Concepto, Emisor, Receptor, Traslado, build, fecha_local, load_csd, seal_xml, to_xml
+    from timbra_shared.cfdi.testing import make_csd
+    from timbra_shared.cfdi.tfd import stamp
+
+    comprobante = Comprobante(
+        Emisor=Emisor(Rfc="EKU9003173C9", Nombre="ESCUELA KEMPER URGATE", RegimenFiscal="601"),
+        Receptor=Receptor(Rfc="URE180429TM6", Nombre="UNIVERSIDAD ROBOTICA ESPAÑOLA", DomicilioFiscalReceptor="86991", RegimenFiscalReceptor="601", UsoCFDI="G03"),
+        LugarExpedicion="42501", Fecha=fecha_local("42501", datetime.now(UTC)), Serie="F", Folio="7", FormaPago="03", MetodoPago="PUE",
+        Conceptos=[Concepto(ClaveProdServ="86121500", Cantidad="1", ClaveUnidad="E48", Descripcion=f"Colegiatura del niño número {n + 1}, año escolar",
+                            ValorUnitario="100.00", Traslados=[Traslado(TasaOCuota="0.160000")]) for n in range(concepts)],
+    )
+    cer, key = make_csd()
+    sealed = seal_xml(to_xml(build(comprobante)), load_csd(cer, key, b"12345678a"))
+    pac_cer, pac_key = make_csd("SPR190613I52", "SANDBOX PAC")
+    return stamp(sealed, load_csd(pac_cer, pac_key, b"12345678a"), rfc_prov_certif="SPR190613I52")[0]
+
+
+def test_a_stamped_invoice_shows_what_the_sat_requires(renderer, stamped_xml):
+    context = printed_context(stamped_xml, notes="Pago en la caja de la escuela. Gracias.")
+    pdf = renderer.render(context)
+    text = text_of(pdf)
+    flat = " ".join(text.split())
+    tfd, c = context["tfd"], context["c"]
+    assert pages_of(pdf) == 1
+    for expected in (
+        tfd["UUID"], c["NoCertificado"], tfd["NoCertificadoSAT"], tfd["FechaTimbrado"], "ESCUELA KEMPER URGATE", "EKU9003173C9",
+        "UNIVERSIDAD ROBOTICA ESPAÑOLA", "URE180429TM6", "Factura F1", "86121500", "E48", "Colegiatura", "562.50", "1125.00", "180.00",
+        "1305.00 MXN", "UN MIL TRESCIENTOS CINCO PESOS 00/100 M.N.", "G03 - Gastos en general", "PUE - Pago en una sola exhibición",
+        "01 - Efectivo", "Pago en la caja de la escuela. Gracias.", "Desglose de impuestos por partida", "Régimen fiscal: 601 - General de Ley Personas Morales",
+    ):
+        assert expected in flat, expected
+    seals = "".join(text.split())  # the seals are printed in fixed lines
+    assert c["Sello"] in seals and tfd["SelloSAT"] in seals and context["cadena_tfd"].replace(" ", "") in seals
+    assert CANCELADO not in flat and SIN_VALIDEZ not in flat
+
+
+def test_the_qr_in_the_pdf_decodes_to_the_sat_verification_url(renderer, stamped_xml):
+    zxingcpp = pytest.importorskip("zxingcpp")
+
+    context = printed_context(stamped_xml)
+    barcodes = zxingcpp.read_barcodes(raster(renderer.render(context), 150))
+    assert [b.text for b in barcodes if b.format == zxingcpp.BarcodeFormat.QRCode] == [context["verification_url"]]
+
+
+def test_cancelled_and_preview_marks(renderer, stamped_xml):
+    assert CANCELADO in text_of(renderer.render(printed_context(stamped_xml, watermark=CANCELADO)))
+    assert SIN_VALIDEZ in text_of(renderer.render(printed_context(stamped_xml, watermark=SIN_VALIDEZ)))
+
+
+def test_logo_placement(renderer, stamped_xml):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (255, 0, 0)).save(buffer, "PNG")
+    import base64
+
+    logo = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    lefts = {}
+    for placement in ("left", "center", "right"):
+        image = raster(renderer.render(printed_context(stamped_xml, logo=logo, logo_placement=placement)), 40)
+        red = [x for x in range(image.width) for y in range(0, image.height // 6) if image.getpixel((x, y)) == (255, 0, 0)]
+        assert red, placement
+        lefts[placement] = min(red)
+    assert lefts["left"] < lefts["center"] < lefts["right"]
+
+
+def test_200_concepts_paginate_with_repeated_headers(renderer):
+    pdf = renderer.render(printed_context(long_invoice(200)))
+    pages = pages_of(pdf)
+    assert pages >= 4
+    for page in range(1, pages + 1):
+        text = text_of(pdf, "-f", str(page), "-l", str(page))
+        if "Colegiatura del niño" in text:  # a page of the concepts table repeats its header
+            assert "Descripción" in text and "P. unitario" in text, page
+        assert f"Página {page}" in text
+    everything = text_of(pdf)
+    assert all(f"niño número {n}," in everything for n in (1, 100, 200))
+    assert "23200.00 MXN" in " ".join(everything.split())
