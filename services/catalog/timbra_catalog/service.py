@@ -19,7 +19,7 @@ from timbra_catalog.domain.products import validate_product
 from timbra_catalog.domain.tickets import global_period, global_request, invoiceable_until, zone_of
 from timbra_shared.auth import Principal
 from timbra_shared.cfdi import catalogs
-from timbra_shared.errors import ApiError, Problem, not_found
+from timbra_shared.errors import ApiError, Problem, RetryLater, not_found
 from timbra_shared.events import (
     CustomerChanged,
     InvoiceRejected,
@@ -449,7 +449,8 @@ class CatalogService:
                 customer = await self.repos.customers.get(event.issuer_id, summary.customer_id, include_deleted=True, session=tx.session)
                 if customer is not None and customer.get("default_use") != summary.use:
                     doc = {**customer, "default_use": summary.use, "version": customer["version"] + 1, "updated_at": utcnow()}
-                    await self.repos.customers.replace(doc, expected_version=customer["version"], session=tx.session)
+                    if not await self.repos.customers.replace(doc, expected_version=customer["version"], session=tx.session):
+                        raise RetryLater(f"customer {customer['_id']} changed meanwhile")
                     tx.emit(customer_event(doc), key=doc["_id"])
             ticket_ids = [summary.ticket_id] if summary.ticket_id else []
             record = await self.repos.global_invoices.find_one({"_id": event.invoice_id}, session=tx.session)
@@ -480,7 +481,8 @@ class CatalogService:
             if ticket["status"] == "invoiced" and status != "invoiced":
                 continue
             doc = {**ticket, "status": status, "invoice_id": invoice_id, "version": ticket["version"] + 1, "updated_at": utcnow()}
-            await self.repos.tickets.replace(doc, expected_version=ticket["version"], session=tx.session)
+            if not await self.repos.tickets.replace(doc, expected_version=ticket["version"], session=tx.session):
+                raise RetryLater(f"ticket {ticket_id} changed meanwhile")
             tx.emit(ticket_event(doc), key=doc["_id"])
 
 

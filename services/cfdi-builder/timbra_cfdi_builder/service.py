@@ -145,7 +145,7 @@ class InvoiceService:
         if issuer is None and utcnow() - event.occurred_at < ISSUER_WAIT:
             raise RetryLater(f"issuer {event.issuer_id} not yet projected")
         request, problems, missing = await self._resolve(event, issuer)
-        if missing and utcnow() - event.occurred_at < self.catalog_wait:
+        if any(_fresh(i, self.catalog_wait) for i in missing) and utcnow() - event.occurred_at < self.catalog_wait:
             raise RetryLater(f"catalog references not yet projected: {', '.join(missing)}")
         tickets = ([request.ticket_id] if request.ticket_id else []) + list(request.ticket_ids)
 
@@ -306,6 +306,23 @@ class InvoiceService:
             except Exception as exc:
                 log.warning("sweeper.failed", error=repr(exc))
 
+
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def _fresh(entity_id: str, wait: timedelta) -> bool:
+    """Whether ``entity_id`` (``prefix_`` + a ULID-like id from ``timbra_shared.ids.new_id``) was
+    created within ``wait``, so that it may simply not be projected yet. Older ids, other
+    issuers' ids and malformed ids are not worth waiting for: waiting blocks the partition."""
+    body = entity_id.rsplit("_", 1)[-1].lower()
+    if len(body) != 26 or any(ch not in _CROCKFORD for ch in body):
+        return False
+    millis = 0
+    for ch in body[:10]:
+        millis = millis * 32 + _CROCKFORD.index(ch)
+    created = datetime.fromtimestamp(millis / 1000, tz=utcnow().tzinfo)
+    return utcnow() - created < wait
 
 
 def _ticket_problems(ticket: dict[str, Any], event: InvoiceRequested) -> list[Problem]:

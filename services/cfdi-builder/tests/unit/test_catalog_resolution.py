@@ -13,7 +13,7 @@ from timbra_cfdi_builder.service import InvoiceService
 from timbra_shared.cfdi import Traslado
 from timbra_shared.errors import RetryLater
 from timbra_shared.events import CustomerChanged, InvoiceBuilt, InvoiceRejected, InvoiceRequest, InvoiceRequested, ProductChanged, ProductIn, TicketChanged
-from timbra_shared.ids import utcnow
+from timbra_shared.ids import new_id, utcnow
 
 CUSTOMER = CustomerChanged(issuer_id="iss_1", id="cus_1", version=1, rfc="URE180429TM6", legal_name="UNIVERSIDAD ROBOTICA ESPAÑOLA", tax_regime="601",
                            zip="86991", default_use="G01", emails=["pagos@ure.mx"])
@@ -92,14 +92,22 @@ async def test_a_newer_version_wins_and_an_older_one_is_ignored(svc, fakes):
     assert built.summary.nombre_receptor == "NOMBRE NUEVO"
 
 
-async def test_an_unknown_id_is_retried_then_rejected_with_a_code(svc, fakes):
+async def test_a_fresh_unknown_id_is_retried_then_rejected_with_a_code(svc, fakes):
     await svc.on_catalog(PRODUCT)
+    fresh = new_id("cus_")  # created just now: the catalog.customers event may still be on its way
     with pytest.raises(RetryLater):
-        await svc.on_requested(_requested(_body()))
+        await svc.on_requested(_requested(_body(customer_id=fresh)))
     assert fakes.store.emitted == []
-    await svc.on_requested(_requested(_body(), age=timedelta(seconds=11)))
+    await svc.on_requested(_requested(_body(customer_id=fresh), age=timedelta(seconds=11)))
     rejected = _rejection(fakes)
     assert [(e.code, e.path) for e in rejected.errors] == [("TIMBRA_CUSTOMER_NOT_FOUND", "customer_id")]
+
+
+@pytest.mark.parametrize("customer_id", ["cus_1", "cus_01aaaaaaaaaaaaaaaaaaaaaaaa", "no es un id"])
+async def test_an_old_or_malformed_unknown_id_is_rejected_without_blocking_the_partition(svc, fakes, customer_id):
+    await svc.on_catalog(PRODUCT)
+    await svc.on_requested(_requested(_body(customer_id=customer_id)))
+    assert [e.code for e in _rejection(fakes).errors] == ["TIMBRA_CUSTOMER_NOT_FOUND"]
 
 
 async def test_another_issuers_ids_are_not_found(svc, fakes):

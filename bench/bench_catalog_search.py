@@ -1,0 +1,126 @@
+"""SAT catalog search benchmark: latency of ``GET /v1/catalogs/{catalog}?q=`` through the public
+API (ingress -> catalog service), idle and while the invoice pipeline is busy.
+
+    .venv/bin/python bench/bench_catalog_search.py [--searches 700] [--concurrency 4] [--invoice-workers 4]
+
+It starts its own platform (every service, mongod, the broker, sandbox PAC, SMTP sink) on free
+ports in a temporary folder, then:
+1. idle: fires the searches with nothing else running;
+2. busy: keeps ``--invoice-workers`` clients posting invoices (each waits for the answer and
+   posts the next, so the pipeline — build, seal, credit, stamp, PDF, email — stays loaded) and
+   fires the same searches meanwhile.
+The searches are what an autocomplete sends while someone types ("p", "pi", "pie", "piez",
+"pieza"), across the seven catalogs, by code and by text, with and without accents.
+It prints p50/p95/p99/max per catalog and overall for both phases, side by side, and the
+invoices stamped during the busy phase. The target is p95 < 50 ms while the pipeline runs.
+"""
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+
+from timbra_shared.devstack import Platform, PlatformConfig
+from timbra_shared.devstack.scenario import Issuer, TimbraClient, sample_invoice
+
+WORDS = {
+    "product_keys": ["servicio", "consultoría", "camion", "computadora", "papel", "81112101", "8111", "libro", "medicamento", "gasolina"],
+    "unit_keys": ["pieza", "servicio", "kilogramo", "litro", "H87", "E48", "metro", "caja"],
+    "zip_codes": ["42501", "06600", "86991", "54700", "0100", "6450"],
+    "tax_regimes": ["general", "sueldos", "601", "626", "simplificado", "arrendamiento"],
+    "uses": ["gastos", "G03", "honorarios", "medicos", "S01", "adquisicion"],
+    "payment_forms": ["efectivo", "transferencia", "03", "credito", "tarjeta", "99"],
+    "currencies": ["MXN", "USD", "peso", "dolar", "euro"],
+}
+
+
+def queries(count: int) -> list[tuple[str, str]]:
+    """Autocomplete keystrokes: every prefix of every word (from 1 character), round-robin."""
+    per_catalog = [[(catalog, word[:n]) for word in words for n in range(1, len(word) + 1)] for catalog, words in WORDS.items()]
+    out: list[tuple[str, str]] = []
+    i = 0
+    while len(out) < count:
+        bucket = per_catalog[i % len(per_catalog)]
+        out.append(bucket[(i // len(per_catalog)) % len(bucket)])
+        i += 1
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def fire(client: TimbraClient, issuer: Issuer, plan: list[tuple[str, str]], concurrency: int) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {}
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            catalog, q = queue.get_nowait()
+            started = time.perf_counter()
+            response = await client.http.get(f"/v1/catalogs/{catalog}", headers=issuer.headers, params={"q": q, "limit": 10})
+            elapsed = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            latencies.setdefault(catalog, []).append(elapsed)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def invoices_forever(client: TimbraClient, issuer: Issuer, stop: asyncio.Event, posted: list[str]) -> None:
+    while not stop.is_set():
+        response = await client.create_invoice(issuer, sample_invoice())
+        if response.status_code == 202:
+            posted.append(response.json()["id"])
+        await asyncio.sleep(0.05)
+
+
+def table(idle: dict[str, list[float]], busy: dict[str, list[float]]) -> None:
+    print(f"{'catalog':<15}{'n':>6} | {'idle p50':>9}{'p95':>8}{'p99':>8}{'max':>8} | {'busy p50':>9}{'p95':>8}{'p99':>8}{'max':>8}   (ms)")
+    rows = [*WORDS, "ALL"]
+    for catalog in rows:
+        a = [v for vs in idle.values() for v in vs] if catalog == "ALL" else idle.get(catalog, [])
+        b = [v for vs in busy.values() for v in vs] if catalog == "ALL" else busy.get(catalog, [])
+        print(f"{catalog:<15}{len(b):>6} | {pct(a, 50):>9.1f}{pct(a, 95):>8.1f}{pct(a, 99):>8.1f}{max(a):>8.1f} | {pct(b, 50):>9.1f}{pct(b, 95):>8.1f}{pct(b, 99):>8.1f}{max(b):>8.1f}")
+
+
+async def main(searches: int, concurrency: int, invoice_workers: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="timbra-bench-search-") as folder:
+        config = PlatformConfig.for_tests(folder)
+        async with Platform(config) as platform, TimbraClient(platform.url("ingress"), platform.admin_key, timeout=120) as client:
+            issuer = await client.onboard(credits=100_000)
+            plan = queries(searches)
+            await fire(client, issuer, queries(70), concurrency)  # warm-up: connections, key cache, indexes
+            idle = await fire(client, issuer, plan, concurrency)
+
+            stop = asyncio.Event()
+            posted: list[str] = []
+            load = [asyncio.create_task(invoices_forever(client, issuer, stop, posted)) for _ in range(invoice_workers)]
+            await asyncio.sleep(5)  # let the pipeline fill up
+            started = time.monotonic()
+            busy = await fire(client, issuer, plan, concurrency)
+            busy_s = time.monotonic() - started
+            posted_during = len(posted)
+            stop.set()
+            await asyncio.gather(*load)
+            states = await client.wait_final(issuer, posted, timeout=300)
+            done = sum(1 for s in states.values() if s["status"] == "emailed")
+
+    print(f"catalog search through the ingress: {searches} searches per phase, {concurrency} concurrent clients, limit=10")
+    print(f"busy phase: {busy_s:.1f} s with {invoice_workers} clients posting invoices ({posted_during} posted before the searches ended; {done}/{len(posted)} reached emailed)")
+    table(idle, busy)
+    all_busy = [v for vs in busy.values() for v in vs]
+    print(f"search_p50_ms={pct(all_busy, 50):.1f} search_p95_ms={pct(all_busy, 95):.1f} mean_ms={statistics.fmean(all_busy):.1f} target_p95_ms=50")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--searches", type=int, default=700)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--invoice-workers", type=int, default=4)
+    args = parser.parse_args()
+    asyncio.run(main(args.searches, args.concurrency, args.invoice_workers))
