@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from timbra_shared.devstack.scenario import TimbraClient, sample_invoice
 from timbra_shared.ids import new_id
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(1800)]
 
 INVOICES, CREDITS, CLIENTS = 1000, 600, 50
 
