@@ -7,7 +7,6 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from timbra_catalog.service import CatalogService, present_branch, present_customer, present_product, present_ticket
 from timbra_shared.auth import Principal, current_principal, issuer_principal
-from timbra_shared.cfdi import catalogs
 from timbra_shared.errors import ApiError
 from timbra_shared.events import TicketIn
 
@@ -64,7 +63,7 @@ def build_api(service: CatalogService) -> APIRouter:
         name = PUBLIC_NAMES.get(catalog)
         if name is None:
             raise ApiError(404, "not_found", f"Catálogo desconocido: {catalog}. Disponibles: {', '.join(PUBLIC_NAMES)}.")
-        return {"data": [{"code": code, "description": description} for code, description in catalogs.search(name, q, limit)]}
+        return {"data": [{"code": code, "description": description} for code, description in service.catalog_search.search(name, q, limit)]}
 
     root = APIRouter()
     root.include_router(search)

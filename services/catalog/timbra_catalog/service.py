@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from timbra_catalog.adapters.repository import CatalogRepositories, Entities, normalise, pages
 from timbra_catalog.domain.customers import GENERIC, validate_customer
 from timbra_catalog.domain.products import validate_product
+from timbra_catalog.domain.search import CatalogSearch
 from timbra_catalog.domain.tickets import global_period, global_request, invoiceable_until, zone_of
 from timbra_shared.auth import Principal
 from timbra_shared.cfdi import catalogs
@@ -109,10 +110,11 @@ def ticket_event(doc: dict[str, Any]) -> TicketChanged:
 
 
 class CatalogService:
-    def __init__(self, *, store: Store, repos: CatalogRepositories) -> None:
+    def __init__(self, *, store: Store, repos: CatalogRepositories, catalog_search: CatalogSearch | None = None) -> None:
         self.store = store
         self.db = store.db
         self.repos = repos
+        self.catalog_search = catalog_search or CatalogSearch()
 
     # ------------------------------------------------------------------ customers and products
 
