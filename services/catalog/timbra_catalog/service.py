@@ -162,6 +162,7 @@ class CatalogService:
         current = await self.repos.customers.get(principal.issuer_id, customer_id)
         if current is None:
             raise not_found("Cliente")
+        data = {("default_use" if k == "use" else k): v for k, v in data.items()}
         merged = {f: current.get(f) for f in CUSTOMER_FIELDS} | {k: v for k, v in data.items() if k != "email"}
         if data.get("email"):
             merged["emails"] = [data["email"], *(data.get("emails") or [])]
