@@ -16,49 +16,7 @@ from timbra_notifier.service import NotifierService
 from timbra_shared.mongo import DUPLICATE
 
 
-class FakeSession:
-    pass
-
-
-class FakeTransaction:
-    def __init__(self) -> None:
-        self.session = FakeSession()
-        self.staged: list[BaseModel] = []
-
-    def emit(self, event: BaseModel, *, key: str | None = None) -> None:
-        self.staged.append(event)
-
-
-class FakeProcessed:
-    def __init__(self, keys: set[str]) -> None:
-        self.keys = keys
-
-    async def find_one(self, query: dict[str, Any], projection: Any = None) -> dict[str, Any] | None:
-        return {"_id": query["_id"]} if query["_id"] in self.keys else None
-
-
-class FakeStore:
-    """``transact`` honours ``dedupe``; ``db.processed`` is the same inbox, as the service reads it directly."""
-
-    def __init__(self) -> None:
-        self.processed: set[str] = set()
-        self.db = SimpleNamespace(processed=FakeProcessed(self.processed))
-        self.emitted: list[BaseModel] = []
-        self.sessions: list[FakeSession] = []
-
-    async def was_processed(self, dedupe: str) -> bool:
-        return dedupe in self.processed
-
-    async def transact(self, work, *, dedupe: str | None = None):
-        if dedupe is not None and dedupe in self.processed:
-            return DUPLICATE
-        tx = FakeTransaction()
-        self.sessions.append(tx.session)
-        result = await work(tx)
-        if dedupe is not None:
-            self.processed.add(dedupe)
-        self.emitted.extend(tx.staged)
-        return result
+from timbra_shared.testing import FakeSession, FakeStore, FakeTransaction  # noqa: E402,F401
 
 
 class FakeDocumentRepository:

@@ -30,42 +30,7 @@ def funded(invoice_id: str = "inv_1", *, fecha: str = "2025-06-15T11:00:00", iss
     return InvoiceFunded(invoice_id=invoice_id, issuer_id=issuer_id, summary=SUMMARY.model_copy(update={"fecha": fecha}), xml=sealed_xml(fecha), reservation_id="res_1")
 
 
-class FakeSession:
-    pass
-
-
-class FakeTransaction:
-    def __init__(self) -> None:
-        self.session = FakeSession()
-        self.staged: list[BaseModel] = []
-        self.keys: list[str | None] = []
-
-    def emit(self, event: BaseModel, *, key: str | None = None) -> None:
-        self.staged.append(event)
-        self.keys.append(key)
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.processed: set[str] = set()
-        self.emitted: list[BaseModel] = []
-        self.keys: list[str | None] = []
-        self.sessions: list[FakeSession] = []
-
-    async def was_processed(self, dedupe: str) -> bool:
-        return dedupe in self.processed
-
-    async def transact(self, work, *, dedupe: str | None = None):
-        if dedupe is not None and dedupe in self.processed:
-            return DUPLICATE
-        tx = FakeTransaction()
-        self.sessions.append(tx.session)
-        result = await work(tx)
-        if dedupe is not None:
-            self.processed.add(dedupe)
-        self.emitted.extend(tx.staged)
-        self.keys.extend(tx.keys)
-        return result
+from timbra_shared.testing import FakeSession, FakeStore, FakeTransaction  # noqa: E402,F401
 
 
 class FakeStampRepository:

@@ -1,0 +1,60 @@
+"""Hand-written fakes of the common ports, for services' unit tests."""
+
+from types import SimpleNamespace
+from typing import Any
+
+from pydantic import BaseModel
+
+from timbra_shared.mongo import DUPLICATE
+
+
+class FakeSession:
+    pass
+
+
+class FakeTransaction:
+    """Records what a unit of work emits, and with which Kafka key."""
+
+    def __init__(self) -> None:
+        self.session = FakeSession()
+        self.staged: list[BaseModel] = []
+        self.keys: list[str | None] = []
+
+    def emit(self, event: BaseModel, *, key: str | None = None) -> None:
+        self.staged.append(event)
+        self.keys.append(key)
+
+
+class _FakeProcessed:
+    def __init__(self, keys: set[str]) -> None:
+        self.keys = keys
+
+    async def find_one(self, query: dict[str, Any], projection: Any = None) -> dict[str, Any] | None:
+        return {"_id": query["_id"]} if query["_id"] in self.keys else None
+
+
+class FakeStore:
+    """A :class:`timbra_shared.mongo.Store` in memory: ``transact`` honours ``dedupe`` and records
+    every emitted event (``emitted``, ``keys``) and every session it handed out."""
+
+    def __init__(self) -> None:
+        self.processed: set[str] = set()
+        self.db = SimpleNamespace(processed=_FakeProcessed(self.processed))
+        self.emitted: list[BaseModel] = []
+        self.keys: list[str | None] = []
+        self.sessions: list[FakeSession] = []
+
+    async def was_processed(self, dedupe: str) -> bool:
+        return dedupe in self.processed
+
+    async def transact(self, work, *, dedupe: str | None = None):  # noqa: ANN001, ANN201
+        if dedupe is not None and dedupe in self.processed:
+            return DUPLICATE
+        tx = FakeTransaction()
+        self.sessions.append(tx.session)
+        result = await work(tx)
+        if dedupe is not None:
+            self.processed.add(dedupe)
+        self.emitted.extend(tx.staged)
+        self.keys.extend(tx.keys)
+        return result
