@@ -1,51 +1,7 @@
-"""Adapter for Timbra's sandbox PAC, whose contract is SW Sapien's (see sw_envelope.py) plus a
-lookup of an earlier stamp by custom id: ``GET /cfdi33/stamp/status?customid=``."""
+"""The sandbox PAC's client, shared with the cancellation service: ``timbra_shared.pac.sandbox``."""
 
-import httpx
+import httpx  # noqa: F401  (tests patch ``sandbox_pac.httpx.AsyncClient``)
 
-from timbra_stamping.adapters.sw_envelope import parse_stamp_response, result_from, transport_error
-from timbra_stamping.domain.pac import PacUnavailable, StampResult
+from timbra_shared.pac.sandbox import SandboxPacClient
 
-
-class SandboxPacClient:
-    name = "sandbox"
-
-    def __init__(self, base_url: str, token: str = "sandbox-token", timeout: float = 10.0, *, name: str = "sandbox", max_connections: int = 100) -> None:
-        self.name = name
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
-            headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
-
-    async def stamp(self, xml: bytes, *, idempotency_id: str) -> StampResult:
-        try:
-            response = await self._client.post("/cfdi33/stamp/v4", files={"xml": ("cfdi.xml", xml, "text/xml")}, headers={"customid": idempotency_id})
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
-        result, _code = parse_stamp_response(response)
-        if result is not None:
-            return result
-        previous = await self.lookup(idempotency_id)  # 307 without the stamp: fetch it
-        if previous is None:
-            raise PacUnavailable("el PAC reporta un timbre previo pero aún no lo entrega", maybe_stamped=True)
-        return previous
-
-    async def lookup(self, idempotency_id: str) -> StampResult | None:
-        try:
-            response = await self._client.get("/cfdi33/stamp/status", params={"customid": idempotency_id})
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise PacUnavailable(f"consulta de timbre previo: PAC respondió {response.status_code}", maybe_stamped=True)
-        try:
-            data = response.json().get("data") or {}
-        except ValueError as exc:
-            raise PacUnavailable("consulta de timbre previo: respuesta inválida", maybe_stamped=True) from exc
-        return result_from(data, previous=True) if data.get("cfdi") else None
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+__all__ = ["SandboxPacClient"]
