@@ -122,9 +122,10 @@ class Comprobante:
         return self.total * self.tipo_cambio
 
 
-def razon_sin_aceptacion(cfdi: Comprobante, ahora: datetime) -> str | None:
+def razon_sin_aceptacion(cfdi: Comprobante, ahora: datetime, *, dentro_de_plazo: bool | None = None) -> str | None:
     """Why SAT cancels ``cfdi`` without the receptor's acceptance at local time ``ahora``, or
-    None when the receptor must accept (or stay silent for 3 business days)."""
+    None when the receptor must accept (or stay silent for 3 business days). ``dentro_de_plazo``
+    replaces the calendar check of the day after issue (a simulator's compressed clock)."""
     if cfdi.tipo in TIPOS_SIN_ACEPTACION:
         return POR_TIPO
     if cfdi.total_mxn <= MONTO_SIN_ACEPTACION:
@@ -133,7 +134,7 @@ def razon_sin_aceptacion(cfdi: Comprobante, ahora: datetime) -> str | None:
         return POR_PUBLICO_EN_GENERAL
     if cfdi.rfc_receptor == RFC_EXTRANJERO:
         return POR_EXTRANJERO
-    if ahora <= fin_dia_habil_siguiente(cfdi.fecha):
+    if dentro_de_plazo if dentro_de_plazo is not None else ahora <= fin_dia_habil_siguiente(cfdi.fecha):
         return POR_PLAZO
     return None
 

@@ -10,6 +10,13 @@
 - ``GET/PUT /admin/config``: which validations run (``xsd``, ``rules``); ``TIMBRA_PAC_FAST=1``
   starts with the XSD check off.
 - ``GET/PUT /admin/faults``: fault injection at runtime (see :class:`Faults`).
+- Cancellation (SAT's side in ``sat.py``): ``POST /cfdi33/cancel/{rfc}/{uuid}/{motivo}[/{folio}]``
+  (SW's cancel by UUID → ``data: {acuse, uuid: {UUID: "201"}}``), ``POST /ConsultaCFDIService.svc``
+  (SAT's status service, SOAP), ``POST /acceptreject/{rfc_receptor}/{uuid}/{Aceptacion|Rechazo}``
+  and ``GET /pendings/{rfc_receptor}`` (the receptor's side), ``GET/PUT /admin/cancellation-rules``
+  and ``DELETE /admin/cancellation-rules/{key}`` (the receptor's answer and compressed SAT clocks
+  per UUID, receptor RFC, issuer RFC or ``*``), ``GET /admin/cancellations/{uuid}`` (introspection:
+  calls received, requests registered, SAT's status).
 
 Every answer uses SW's envelope ``{status, message, messageDetail, data}``; a rejection carries
 SAT's code at the start of ``message`` (``"CFDI40108 - …"``).
@@ -34,12 +41,14 @@ from timbra_shared.cfdi.errors import CfdiError
 from timbra_shared.cfdi.fecha import now_local
 from timbra_shared.cfdi.testing import make_csd
 from timbra_shared.cfdi.tfd import stamp as stamp_tfd
+from timbra_shared.pac import sat_status
+from timbra_shared.sandbox_pac.sat import Refused, Rule, SatSimulator
 from timbra_shared.sandbox_pac.store import StampStore
 
 RFC_PROV_CERTIF = "SAT970701NN3"
 WINDOW = timedelta(hours=72)
 FUTURE_TOLERANCE = timedelta(minutes=5)
-MODES = ("none", "outage", "refuse", "timeout", "timeout_after_stamp", "error", "reject")
+MODES = ("none", "outage", "refuse", "timeout", "timeout_after_stamp", "error", "reject", "timeout_after_cancel")
 TIMBRE_PREVIO = "307. El comprobante contiene un timbre previo."
 TOKEN_INVALID = "AU4101 - El token proporcionado no es válido."
 
@@ -57,7 +66,9 @@ class Faults:
       - ``timeout_after_stamp``: stamps, then waits ``timeout_s`` before answering;
       - ``error``: like ``none`` with ``error_rate`` defaulting to all requests;
       - ``reject``: rejects every new CFDI with ``reject_code``/``reject_message`` (what SAT
-        checks against its own lists, e.g. the issuer's name, which no local rule can see).
+        checks against its own lists, e.g. the issuer's name, which no local rule can see);
+      - ``timeout_after_cancel``: registers a cancellation request, then waits ``timeout_s``.
+    ``outage``, ``refuse`` and ``timeout`` apply to cancellation and status calls too.
     ``latency_ms`` delays every stamp and lookup; ``error_rate`` answers that share of stamp
     requests with a 500/503 (in any mode).
     """
@@ -127,6 +138,7 @@ def create_app(
     folder = os.path.join(data_dir, "sandbox-pac")
     certificate_der, pac_csd = load_or_create_certificate(folder)
     store = StampStore(os.path.join(folder, "stamps.db"))
+    sat = SatSimulator(os.path.join(folder, "sat.db"), pac_csd)
     faults = Faults()
     checks = Checks(xsd=validate_xsd, rules=validate_rules)
     counters = {"requests": 0, "stamped": 0, "duplicates": 0, "rejected": 0, "faulted": 0, "lookups": 0, "refused_connections": 0}
@@ -157,7 +169,7 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"ok": True, "stamps": store.count(), **counters, "faults": asdict(faults), "checks": asdict(checks)}
+        return {"ok": True, "stamps": store.count(), **counters, **sat.counters, "faults": asdict(faults), "checks": asdict(checks)}
 
     @app.get("/certificate")
     async def certificate() -> Response:
@@ -280,6 +292,7 @@ def create_app(
             "cfdi": stamped.decode(),
         }
         store.add(digest, customid, data)
+        sat.register(data["cfdi"])
         counters["stamped"] += 1
         if faults.mode == "timeout_after_stamp":
             counters["faulted"] += 1
@@ -320,6 +333,84 @@ def create_app(
                 return _rejection("CFDI40106", "El certificado no es válido.", result.reason)
             return _rejection("CFDI40102", "El resultado de la digestión debe ser igual al resultado de la desencripción del sello.", result.reason)
         return _check_certificate(root)
+
+    async def cancel(rfc: str, uuid: str, motivo: str, folio: str | None = None, authorization: str | None = Header(None)) -> JSONResponse:
+        sat.counters["cancel_calls"] += 1
+        sat.calls[uuid.upper()] = sat.calls.get(uuid.upper(), 0) + 1
+        if not authorized(authorization):
+            return _envelope(401, "error", TOKEN_INVALID)
+        fault = await injected()
+        if fault is not None:
+            return fault
+        if faults.mode == "timeout":
+            counters["faulted"] += 1
+            await asyncio.sleep(faults.timeout_s)
+            return _envelope(504, "error", "Tiempo de espera agotado", "El SAT no respondió a tiempo.")
+        try:
+            code, acuse = sat.cancel(rfc, uuid, motivo, folio)
+        except Refused as refused:
+            sat.counters["cancel_refused"] += 1
+            return _envelope(400, "error", f"{refused.code} - {refused.message}", refused.detail)
+        if faults.mode == "timeout_after_cancel":
+            counters["faulted"] += 1
+            await asyncio.sleep(faults.timeout_s)
+        return _envelope(200, "success", None, data={"acuse": acuse.decode(), "uuid": {uuid.upper(): code}})
+
+    app.add_api_route("/cfdi33/cancel/{rfc}/{uuid}/{motivo}", cancel, methods=["POST"])
+    app.add_api_route("/cfdi33/cancel/{rfc}/{uuid}/{motivo}/{folio}", cancel, methods=["POST"])
+
+    @app.post("/ConsultaCFDIService.svc")
+    async def consulta(request: Request) -> Response:
+        fault = await injected()
+        if fault is not None:
+            return fault
+        expresion = sat_status.parse_request(await request.body())
+        if expresion is None:
+            return Response(b"", status_code=400)
+        return Response(sat_status.response_envelope(sat.status_by_expression(expresion)), media_type="text/xml; charset=utf-8")
+
+    @app.post("/acceptreject/{rfc}/{uuid}/{action}")
+    async def accept_reject(rfc: str, uuid: str, action: str, authorization: str | None = Header(None)) -> JSONResponse:
+        if not authorized(authorization):
+            return _envelope(401, "error", TOKEN_INVALID)
+        if action not in ("Aceptacion", "Rechazo"):
+            return _envelope(400, "error", "1003 - La acción debe ser Aceptacion o Rechazo.")
+        try:
+            code = sat.answer(rfc, uuid, action == "Aceptacion")
+        except Refused as refused:
+            return _envelope(400, "error", f"{refused.code} - {refused.message}")
+        return _envelope(200, "success", None, data={"folios": [{"uuid": uuid.upper(), "estatusUUID": code, "respuesta": action}]})
+
+    @app.get("/pendings/{rfc}")
+    async def pendings(rfc: str, authorization: str | None = Header(None)) -> JSONResponse:
+        if not authorized(authorization):
+            return _envelope(401, "error", TOKEN_INVALID)
+        return _envelope(200, "success", None, data={"uuid": sat.pendings(rfc)})
+
+    @app.get("/admin/cancellation-rules")
+    async def get_rules() -> dict:
+        return {key: asdict(rule) for key, rule in sat.rules.items()}
+
+    @app.put("/admin/cancellation-rules")
+    async def put_rule(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            key = str(body.get("key") or "").strip().upper()
+            if not key:
+                raise ValueError("key es obligatorio: un UUID, un RFC o *")
+            sat.rules[key] = Rule.parse(body)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"key": key, **asdict(sat.rules[key])})
+
+    @app.delete("/admin/cancellation-rules/{key}")
+    async def delete_rule(key: str) -> dict:
+        return {"deleted": sat.rules.pop(key.upper(), None) is not None}
+
+    @app.get("/admin/cancellations/{uuid}")
+    async def cancellation_info(uuid: str) -> JSONResponse:
+        info = sat.info(uuid)
+        return JSONResponse(info, status_code=200) if info is not None else JSONResponse({"error": "UUID desconocido"}, status_code=404)
 
     app.add_api_route("/cfdi33/stamp/v4", stamp, methods=["POST"])
     app.add_api_route("/v4/cfdi33/stamp/v4", stamp, methods=["POST"])
