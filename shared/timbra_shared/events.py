@@ -366,6 +366,101 @@ class DeadLetter(Contract):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------- cancellation
+
+Motive = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10)]
+
+
+class CancelInvoice(Envelope):
+    """Command on ``cancellation.requested`` (what ``DELETE /v1/invoices/{id}`` does): cancel the
+    stamped invoice with SAT's ``motive`` (01–04); ``substitution`` (invoice id or UUID) only with 01.
+    A command that fails Timbra's checks is answered with ``cancellation.rejected``."""
+
+    topic: ClassVar[str] = topics.CANCELLATION_REQUESTED
+    event_type: Literal[topics.CANCELLATION_REQUESTED] = topics.CANCELLATION_REQUESTED
+    motive: Motive
+    substitution: str | None = Field(default=None, max_length=100)
+
+
+class SatCancellationStatus(Contract):
+    """SAT's ConsultaCFDIService answer at the time of the event."""
+
+    estado: str = ""
+    es_cancelable: str = ""
+    estatus_cancelacion: str = ""
+
+
+class CancellationChange(Envelope):
+    """Common shape of the cancellation events (keyed by invoice_id). ``attempt`` counts the
+    cancellation requests of this invoice (a new one may follow a rejection)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    uuid: str
+    motive: str
+    substitution_uuid: str | None = None
+    substitution_invoice_id: str | None = None
+    attempt: int = 1
+    cancellation_status: str
+    sat: SatCancellationStatus = Field(default_factory=SatCancellationStatus)
+
+
+class CancellationPending(CancellationChange):
+    """SAT received the request and it waits for the receptor ("En proceso")."""
+
+    topic: ClassVar[str] = topics.CANCELLATION_PENDING
+    event_type: Literal[topics.CANCELLATION_PENDING] = topics.CANCELLATION_PENDING
+    cancellation_status: Literal["pending"] = "pending"
+    respond_by: datetime | None = Field(default=None, description="end of the receptor's 3 business days (SAT's calendar)")
+
+
+class CancellationAccepted(CancellationChange):
+    """The receptor accepted, or stayed silent past the deadline (``by: plazo_vencido``)."""
+
+    topic: ClassVar[str] = topics.CANCELLATION_ACCEPTED
+    event_type: Literal[topics.CANCELLATION_ACCEPTED] = topics.CANCELLATION_ACCEPTED
+    cancellation_status: Literal["accepted"] = "accepted"
+    by: Literal["receptor", "plazo_vencido"]
+
+
+class CancellationRejected(CancellationChange):
+    """The request failed: Timbra's checks (``by: timbra``), SAT or the PAC (``sat``, ``pac``), or
+    the receptor rejected it (``receptor``). The invoice stays in force."""
+
+    topic: ClassVar[str] = topics.CANCELLATION_REJECTED
+    event_type: Literal[topics.CANCELLATION_REJECTED] = topics.CANCELLATION_REJECTED
+    cancellation_status: Literal["rejected"] = "rejected"
+    by: Literal["timbra", "sat", "pac", "receptor"]
+    message: str
+    errors: list[ErrorDetail] = Field(default_factory=list)
+
+
+class CancellationCompleted(CancellationChange):
+    """SAT shows the CFDI as Cancelado (final)."""
+
+    topic: ClassVar[str] = topics.CANCELLATION_COMPLETED
+    event_type: Literal[topics.CANCELLATION_COMPLETED] = topics.CANCELLATION_COMPLETED
+    cancellation_status: Literal["completed"] = "completed"
+    acceptance: Literal["sin_aceptacion", "con_aceptacion", "plazo_vencido"]
+    acuse_url: str | None = None
+
+
+class CancellationEscalated(CancellationChange):
+    """SAT reported a state Timbra does not know (or none final in time): polling stopped, an
+    operator decides (``timbra-cancellation escalated``)."""
+
+    topic: ClassVar[str] = topics.CANCELLATION_ESCALATED
+    event_type: Literal[topics.CANCELLATION_ESCALATED] = topics.CANCELLATION_ESCALATED
+    cancellation_status: Literal["escalated"] = "escalated"
+    reason: str
+
+
+CancellationEvent = Annotated[
+    Union[CancellationPending, CancellationAccepted, CancellationRejected, CancellationCompleted],  # noqa: UP007
+    Field(discriminator="event_type"),
+]
+
+
 PIPELINE_EVENTS: dict[str, type[Envelope]] = {
     cls.topic: cls
     for cls in (

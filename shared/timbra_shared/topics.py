@@ -18,6 +18,10 @@ CANCELLATION_PENDING = "cancellation.pending"
 CANCELLATION_ACCEPTED = "cancellation.accepted"
 CANCELLATION_REJECTED = "cancellation.rejected"
 CANCELLATION_COMPLETED = "cancellation.completed"
+# A cancellation SAT answered with a state Timbra does not know, or that never reached a final
+# state: an operator decides (also published on timbra.dead_letter).
+CANCELLATION_ESCALATED = "cancellation.escalated"
+CANCELLATION_EVENT_TOPICS = (CANCELLATION_PENDING, CANCELLATION_ACCEPTED, CANCELLATION_REJECTED, CANCELLATION_COMPLETED)
 
 ISSUER_PROFILE = "issuer.profile"  # keyed by issuer_id; the latest profile state wins
 NOTIFICATION_REQUESTED = "notification.requested"  # keyed by issuer_id: emails other than invoices
@@ -80,6 +84,7 @@ ALL_TOPICS: dict[str, int] = {
         CANCELLATION_ACCEPTED,
         CANCELLATION_REJECTED,
         CANCELLATION_COMPLETED,
+        CANCELLATION_ESCALATED,
         ISSUER_PROFILE,
         NOTIFICATION_REQUESTED,
         CATALOG_CUSTOMERS,
