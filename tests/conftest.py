@@ -13,11 +13,17 @@ from timbra_shared.devstack.scenario import Issuer, TimbraClient
 
 # The sweeper re-drives quickly in tests so that broker-loss scenarios finish in seconds.
 FAST_SWEEP = {"TIMBRA_STUCK_AFTER": "6", "TIMBRA_SWEEP_INTERVAL": "1", "TIMBRA_OUTBOX_POLL": "0.5"}
+# Cancellation: SAT status polls and PAC retries every second at most, and a lease that a killed
+# instance gives up within seconds (the sandbox PAC compresses SAT's clocks per test).
+FAST_CANCELLATION = {
+    "TIMBRA_CANCEL_POLL_BASE": "0.3", "TIMBRA_CANCEL_POLL_MAX": "1", "TIMBRA_CANCEL_RETRY_BASE": "0.3", "TIMBRA_CANCEL_RETRY_MAX": "1",
+    "TIMBRA_CANCEL_PAC_TIMEOUT": "3", "TIMBRA_CANCEL_LEASE": "2",
+}
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
-    config = PlatformConfig.for_tests(tmp_path_factory.mktemp("platform"), extra_env=FAST_SWEEP)
+    config = PlatformConfig.for_tests(tmp_path_factory.mktemp("platform"), extra_env={**FAST_SWEEP, **FAST_CANCELLATION})
     async with Platform(config) as running:
         yield running
 

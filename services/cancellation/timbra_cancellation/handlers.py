@@ -1,18 +1,38 @@
-"""Kafka entrypoints of the cancellation service."""
+"""Kafka entrypoints of the cancellation service: thin, event in → service call."""
 
 from faststream.kafka import KafkaRouter
 
 from timbra_cancellation.service import CancellationService
 from timbra_shared import topics
-from timbra_shared.events import InvoiceStamped
+from timbra_shared.events import CancelInvoice, InvoiceRejected, InvoiceRequested, InvoiceStamped, InvoiceStampFailed, IssuerProfileChanged
 from timbra_shared.messaging import subscriber
 
 
 def build_router(service: CancellationService) -> KafkaRouter:
     router = KafkaRouter()
 
+    @subscriber(router, topics.CANCELLATION_REQUESTED, group="cancellation.commands")
+    async def on_cancellation_requested(command: CancelInvoice) -> None:
+        await service.on_command(command)
+
+    @subscriber(router, topics.INVOICE_REQUESTED, group="cancellation.requests")
+    async def on_invoice_requested(event: InvoiceRequested) -> None:
+        await service.on_requested(event)
+
     @subscriber(router, topics.INVOICE_STAMPED, group="cancellation.projection")
     async def on_invoice_stamped(event: InvoiceStamped) -> None:
         await service.on_stamped(event)
+
+    @subscriber(router, topics.INVOICE_REJECTED, group="cancellation.substitutes.rejected")
+    async def on_invoice_rejected(event: InvoiceRejected) -> None:
+        await service.on_failed(event)
+
+    @subscriber(router, topics.INVOICE_STAMP_FAILED, group="cancellation.substitutes.stamp_failed")
+    async def on_invoice_stamp_failed(event: InvoiceStampFailed) -> None:
+        await service.on_failed(event)
+
+    @subscriber(router, topics.ISSUER_PROFILE, group="cancellation.issuers")
+    async def on_issuer_profile(profile: IssuerProfileChanged) -> None:
+        await service.on_issuer(profile.model_dump(mode="json"))
 
     return router

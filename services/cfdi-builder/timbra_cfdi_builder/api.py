@@ -32,7 +32,12 @@ def present(doc: dict[str, Any]) -> dict[str, Any]:
             for t in sorted(doc.get("timeline", []), key=lambda t: t["at"])
         ],
         **({"message": doc.get("message"), "errors": doc["errors"]} if doc.get("errors") is not None else {}),
+        **({"cancellation": _cancellation(doc["cancellation"])} if doc.get("cancellation") else {}),
     }
+
+
+def _cancellation(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in summary.items()}
 
 
 def build_api(service: InvoiceService) -> APIRouter:

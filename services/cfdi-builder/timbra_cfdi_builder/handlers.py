@@ -4,7 +4,7 @@ from faststream.kafka import KafkaRouter
 
 from timbra_cfdi_builder.service import InvoiceService
 from timbra_shared import topics
-from timbra_shared.events import CustomerChanged, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
+from timbra_shared.events import CancellationEscalated, CancellationEvent, CustomerChanged, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
 from timbra_shared.messaging import subscriber
 
 
@@ -18,6 +18,14 @@ def build_router(service: InvoiceService) -> KafkaRouter:
     @subscriber(router, *topics.STATUS_TOPICS, group="cfdi-builder.timeline")
     async def on_invoice_status(event: StatusEvent) -> None:
         await service.on_status(event)
+
+    @subscriber(router, *topics.CANCELLATION_EVENT_TOPICS, group="cfdi-builder.cancellations")
+    async def on_cancellation(event: CancellationEvent) -> None:
+        await service.on_cancellation(event)
+
+    @subscriber(router, topics.CANCELLATION_ESCALATED, group="cfdi-builder.cancellations.escalated")
+    async def on_cancellation_escalated(event: CancellationEscalated) -> None:
+        await service.on_cancellation(event)
 
     @subscriber(router, topics.ISSUER_PROFILE, group="cfdi-builder.issuers")
     async def on_issuer_profile(profile: IssuerProfileChanged) -> None:

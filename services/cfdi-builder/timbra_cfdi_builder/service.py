@@ -15,6 +15,7 @@ from timbra_cfdi_builder.domain.invoice import SERVICE_OF_STATUS, STATUS_OF_TOPI
 from timbra_shared.auth import Principal
 from timbra_shared.errors import Problem, RetryLater
 from timbra_shared.events import (
+    CancellationChange,
     CatalogChange,
     CustomerChanged,
     CustomerIn,
@@ -281,6 +282,21 @@ class InvoiceService:
             structlog.contextvars.bind_contextvars(invoice_id=event.invoice_id)
             log.info("invoice.status", status=status.value)
 
+    async def on_cancellation(self, event: CancellationChange) -> None:
+        """Each cancellation step lands on the timeline (``cancellation_pending``, ``…_accepted``,
+        ``…_rejected``, ``…_escalated``); ``cancellation.completed`` makes the invoice ``canceled``."""
+        changed = await self.invoices.apply_cancellation(
+            event.invoice_id,
+            event.cancellation_status,
+            at=event.occurred_at,
+            event_id=event.event_id,
+            summary=cancellation_summary(event),
+            final=event.cancellation_status == "completed",
+        )
+        if changed:
+            structlog.contextvars.bind_contextvars(invoice_id=event.invoice_id)
+            log.info("invoice.cancellation", step=event.cancellation_status)
+
     async def on_issuer(self, profile: IssuerProfileChanged) -> None:
         await self.issuers.upsert(profile.model_dump(mode="json"))
 
@@ -334,3 +350,20 @@ def _ticket_problems(ticket: dict[str, Any], event: InvoiceRequested) -> list[Pr
         return [Problem("TIMBRA_TICKET_WINDOW_CLOSED", f"El plazo para facturar el ticket {ticket['ticket_number']} terminó el {until[:10]}; "
                         "se incluye en la factura global del periodo.", path="ticket_id")]
     return []
+
+
+def cancellation_summary(event: CancellationChange) -> dict[str, Any] | None:
+    """The read model's ``cancellation``: the latest request's state (a refused command that never
+    became a request, ``attempt`` 0, only lands on the timeline)."""
+    if event.attempt == 0:
+        return None
+    summary: dict[str, Any] = {
+        "status": event.cancellation_status, "motive": event.motive, "attempt": event.attempt, "at": event.occurred_at,
+        "substitution_uuid": event.substitution_uuid, "substitution_invoice_id": event.substitution_invoice_id,
+        "sat": event.sat.model_dump(),
+    }
+    for name in ("by", "message", "acceptance", "acuse_url", "respond_by", "reason"):
+        value = getattr(event, name, None)
+        if value is not None:
+            summary[name] = value
+    return summary

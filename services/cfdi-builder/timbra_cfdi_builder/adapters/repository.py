@@ -79,6 +79,24 @@ class InvoiceRepository:
         result = await self.invoices.update_one({"_id": invoice_id, "timeline.status": {"$ne": status.value}}, update, session=session)
         return result.modified_count == 1
 
+    async def apply_cancellation(
+        self, invoice_id: str, step: str, *, at: datetime, event_id: str, summary: dict[str, Any] | None, final: bool
+    ) -> bool:
+        """Record a cancellation step once per event (a new request after a rejection repeats the
+        steps); the latest request's summary wins by time; completion makes the invoice canceled."""
+        entry = {"status": "canceled" if final else f"cancellation_{step}", "at": at, "service": "cancellation", "event_id": event_id}
+        update: dict[str, Any] = {"$push": {"timeline": entry}, "$set": {"updated_at": utcnow()}}
+        if final:
+            update["$set"].update({"status": InvoiceStatus.CANCELED.value, "status_rank": RANK[InvoiceStatus.CANCELED]})
+        result = await self.invoices.update_one({"_id": invoice_id, "timeline.event_id": {"$ne": event_id}}, update)
+        if summary is not None:
+            await self.invoices.update_one(
+                {"_id": invoice_id, "$or": [{"cancellation": None}, {"cancellation.attempt": {"$lt": summary["attempt"]}},
+                                            {"cancellation.attempt": summary["attempt"], "cancellation.at": {"$lte": at}}]},
+                {"$set": {"cancellation": summary}},
+            )
+        return result.modified_count == 1
+
     async def stuck(self, *, older_than: timedelta, limit: int = 500) -> list[dict[str, Any]]:
         now = utcnow()
         return await self.invoices.find(
