@@ -7,6 +7,7 @@ request's trace, and merges the services' OpenAPI documents. It holds no busines
 
 import asyncio
 import hashlib
+import math
 import os
 import re
 import time
@@ -15,10 +16,12 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from opentelemetry import trace
 
+from timbra_shared.apidocs import asyncapi_document, merge_openapi, render_docs
 from timbra_shared.auth import PRINCIPAL_HEADER
+from timbra_shared.http import install_error_handlers
 from timbra_shared.logging import configure_logging, get_logger
 from timbra_shared.settings import Settings
 from timbra_shared.telemetry import carrier_from_current, setup_telemetry, tracer
@@ -32,6 +35,7 @@ ROUTES: list[tuple[str | None, re.Pattern[str], str]] = [
         ("GET", r"^/v1/invoices/[^/]+/xml$", "stamping"),
         ("GET", r"^/v1/invoices/[^/]+/stamping$", "stamping"),
         ("GET", r"^/v1/invoices/[^/]+/pdf$", "notifier"),
+        ("GET", r"^/v1/invoices/[^/]+/zip$", "notifier"),
         ("POST", r"^/v1/invoices/[^/]+/email$", "notifier"),
         ("GET", r"^/v1/invoices/[^/]+/email$", "notifier"),
         ("POST", r"^/v1/invoices/preview/pdf$", "notifier"),
@@ -49,6 +53,32 @@ ROUTES: list[tuple[str | None, re.Pattern[str], str]] = [
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization", "host", "content-length"}
 KEY_CACHE_TTL_S = 60.0  # a revoked key keeps working at most this long; TIMBRA_KEY_CACHE_TTL overrides it
+# Per API key (or per client address without one), per ingress process: a token bucket refilled at
+# TIMBRA_RATE_LIMIT requests per second holding up to TIMBRA_RATE_BURST; 0 turns it off.
+RATE_LIMIT_PER_S = 1000.0
+OPENAPI_CACHE_S = 30.0
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 when the request may go on; otherwise the seconds until a token is available."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, at = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens >= 1:
+            if len(self.buckets) > 100_000:
+                self.buckets = {k: v for k, v in self.buckets.items() if v[0] + (now - v[1]) * self.rate < self.burst}
+            self.buckets[key] = (tokens - 1, now)
+            return 0.0
+        self.buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate
 
 
 def route_for(method: str, path: str) -> str | None:
@@ -64,6 +94,10 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Timbra API", openapi_url=None, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    rate = float(os.environ.get("TIMBRA_RATE_LIMIT", RATE_LIMIT_PER_S))
+    limiter = RateLimiter(rate, float(os.environ.get("TIMBRA_RATE_BURST", 2 * rate)))
+    documents: dict[str, tuple[float, Any]] = {}
     urls = settings.service_urls
     client = httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=4.0))
     tokens: dict[str, tuple[float, str]] = {}
@@ -102,21 +136,36 @@ def create_app(settings: Settings) -> FastAPI:
         ok = all(results.values())
         return JSONResponse({"ok": ok, "services": results}, status_code=200 if ok else 503)
 
-    @app.get("/openapi.json")
-    async def openapi() -> JSONResponse:
-        merged: dict[str, Any] = {"openapi": "3.1.0", "info": {"title": "Timbra API", "version": "1"}, "paths": {}, "components": {"schemas": {}}}
-        for url in urls.values():
+    async def merged_openapi() -> dict[str, Any]:
+        cached = documents.get("openapi")
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+
+        async def fetch(name: str, url: str) -> tuple[str, dict[str, Any] | None]:
             try:
-                doc = (await client.get(f"{url}/openapi.json", timeout=5)).json()
+                return name, (await client.get(f"{url}/openapi.json", timeout=5)).json()
             except (httpx.HTTPError, ValueError):
-                continue
-            for path, item in doc.get("paths", {}).items():
-                if path.startswith("/v1/"):
-                    merged["paths"].setdefault(path, {}).update(item)
-            merged["components"]["schemas"].update(doc.get("components", {}).get("schemas", {}))
-        merged["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        merged["security"] = [{"bearer": []}]
-        return JSONResponse(merged)
+                return name, None
+
+        docs = dict(await asyncio.gather(*(fetch(n, u) for n, u in urls.items())))
+        merged = merge_openapi({n: d for n, d in docs.items() if d}, route_for)
+        if all(docs.values()):  # a service that did not answer is asked again next time
+            documents["openapi"] = (time.monotonic() + OPENAPI_CACHE_S, merged)
+        return merged
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(await merged_openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_page() -> HTMLResponse:
+        return HTMLResponse(render_docs(await merged_openapi()))
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi() -> JSONResponse:
+        if "asyncapi" not in documents:
+            documents["asyncapi"] = (math.inf, await asyncio.to_thread(asyncapi_document))
+        return JSONResponse(documents["asyncapi"][1])
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def proxy(path: str, request: Request) -> Response:
@@ -124,9 +173,16 @@ def create_app(settings: Settings) -> FastAPI:
         service = route_for(request.method, full_path)
         if service is None or service not in urls:
             return error(404, "http_404", "Ruta no encontrada.")
+        auth = request.headers.get("authorization", "")
+        bucket = hashlib.sha256(auth[7:].strip().encode()).hexdigest() if auth.lower().startswith("bearer ") else f"ip:{request.client.host if request.client else '-'}"
+        wait_s = limiter.take(bucket)
+        if wait_s:
+            retry_after = max(1, math.ceil(wait_s))
+            response = error(429, "rate_limited", f"Demasiadas solicitudes con esta llave de API (límite: {limiter.rate:g} por segundo); intenta de nuevo en {retry_after} s.")
+            response.headers["Retry-After"] = str(retry_after)
+            return response
         with http_tracer.start_as_current_span(f"{request.method} {full_path}", kind=trace.SpanKind.SERVER, attributes={"http.method": request.method, "http.target": full_path, "timbra.service": service}) as span:
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != PRINCIPAL_HEADER and k.lower() != "authorization"}
-            auth = request.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 try:
                     token = await principal_token(auth[7:].strip())
@@ -137,7 +193,11 @@ def create_app(settings: Settings) -> FastAPI:
                 headers[PRINCIPAL_HEADER] = token
             headers.update(carrier_from_current())
             try:
-                upstream = await client.request(request.method, f"{urls[service]}{full_path}", params=request.query_params, content=await request.body(), headers=headers)
+                # the path as the client encoded it: decoded, a stray %1E or %2F would change the URL
+                raw_path = request.scope.get("raw_path") or full_path.encode()
+                upstream = await client.request(request.method, f"{urls[service]}{raw_path.decode('latin-1')}", params=request.query_params, content=await request.body(), headers=headers)
+            except httpx.InvalidURL:
+                return error(400, "invalid_path", "La ruta de la solicitud contiene caracteres no válidos.")
             except httpx.HTTPError as exc:
                 log.warning("ingress.upstream_failed", service=service, error=repr(exc))
                 return error(503, "unavailable", f"El servicio {service} no está disponible; intenta de nuevo en unos segundos.")
