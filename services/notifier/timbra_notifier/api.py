@@ -2,6 +2,8 @@
 CANCELADO mark (internal), and webhooks."""
 
 import hmac
+import io
+import zipfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
@@ -59,6 +61,16 @@ def build_api(service: NotifierService, webhooks: WebhookService, internal_secre
             raise ApiError(422, exc.code, exc.message, [Problem(exc.code, exc.message, "sat" if exc.code.startswith("CFDI") else "timbra", exc.path)]) from None
         return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": 'inline; filename="vista-previa.pdf"'})
 
+    @invoices.post("/preview/xml", response_class=Response, summary="El CFDI sin sellar de la vista previa (totales e impuestos), sin validez fiscal")
+    async def preview_draft_xml(request: InvoiceRequest, principal: IssuerP) -> Response:
+        try:
+            xml = await service.preview_cfdi(principal.issuer_id, request)
+        except NotFound:
+            raise ApiError(409, "TIMBRA_ISSUER_NOT_READY", "Los datos fiscales del emisor aún no están disponibles; intenta de nuevo en unos segundos.") from None
+        except PreviewInvalid as exc:
+            raise ApiError(422, exc.code, exc.message, [Problem(exc.code, exc.message, "sat" if exc.code.startswith("CFDI") else "timbra", exc.path)]) from None
+        return Response(xml, media_type="application/xml")
+
     @invoices.get("/{invoice_id}/pdf", response_class=Response)
     async def invoice_pdf(invoice_id: str, principal: IssuerP) -> Response:
         found = await service.pdf(invoice_id, principal.issuer_id)
@@ -66,6 +78,18 @@ def build_api(service: NotifierService, webhooks: WebhookService, internal_secre
             raise ApiError(404, "not_found", "La factura no existe o su PDF aún no está listo.")
         doc, pdf = found
         return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{doc["uuid"]}.pdf"'})
+
+    @invoices.get("/{invoice_id}/zip", response_class=Response, summary="The stamped XML and the PDF in one ZIP")
+    async def invoice_zip(invoice_id: str, principal: IssuerP) -> Response:
+        found = await service.pdf(invoice_id, principal.issuer_id)
+        if found is None:
+            raise ApiError(404, "not_found", "La factura no existe o aún no está timbrada.")
+        doc, pdf = found
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(f"{doc['uuid']}.xml", doc["xml"])
+            archive.writestr(f"{doc['uuid']}.pdf", pdf)
+        return Response(buffer.getvalue(), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{doc["uuid"]}.zip"'})
 
     @invoices.post("/{invoice_id}/email")
     async def resend_email(invoice_id: str, principal: IssuerP, body: Annotated[ResendIn | None, Body()] = None) -> dict[str, Any]:

@@ -138,11 +138,15 @@ class NotifierService:
 
     async def preview(self, issuer_id: str, request: InvoiceRequest) -> bytes:
         """A draft PDF of ``request`` before stamping, marked SIN VALIDEZ FISCAL."""
+        xml = await self.preview_cfdi(issuer_id, request)
+        return await self._render_xml(xml, issuer_id, watermark=SIN_VALIDEZ, notes=request.notes)
+
+    async def preview_cfdi(self, issuer_id: str, request: InvoiceRequest) -> bytes:
+        """The unsealed draft CFDI of ``request`` (the panel's "Actualizar totales" reads its totals)."""
         issuer = await self.repo.issuer(issuer_id)
         if issuer is None:
             raise NotFound(issuer_id)
-        xml = preview_xml(request, issuer, utcnow())
-        return await self._render_xml(xml, issuer_id, watermark=SIN_VALIDEZ, notes=request.notes)
+        return preview_xml(request, issuer, utcnow())
 
     async def mark_cancelled(self, invoice_id: str, issuer_id: str | None, at: datetime | None = None) -> bool:
         return await self.repo.mark_cancelled(invoice_id, issuer_id, at or utcnow())
