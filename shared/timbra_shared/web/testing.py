@@ -2,6 +2,7 @@
 through its matching ``chromedriver`` (selenium), no browser downloads. Screenshots go to the
 artifacts folder (``$TIMBRA_ARTIFACTS_DIR`` or ``<repo>/test-artifacts``)."""
 
+import base64
 import os
 import shutil
 import time
@@ -152,7 +153,11 @@ class Browser:
     def screenshot(self, name: str) -> Path:
         path = self.artifacts / f"{len(self.shots) + 1:02d}-{name}.png"
         try:
-            self.driver.save_screenshot(str(path))
+            # the whole page, not just the viewport
+            size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 10_000), "scale": 1}
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+            path.write_bytes(base64.b64decode(shot["data"]))
         except Exception:  # noqa: BLE001 - a screenshot never fails a test
             return path
         self.shots.append(path)

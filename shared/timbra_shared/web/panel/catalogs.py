@@ -132,7 +132,6 @@ def _values_of(kind: str, entity: dict[str, Any]) -> dict[str, Any]:
     values = {k: ("" if v is None else v) for k, v in entity.items() if not isinstance(v, (list, dict))}
     if kind == "clientes":
         values["emails"] = ", ".join(entity.get("emails") or [])
-        values["email"] = entity.get("email") or ""
     else:
         values["tax"] = choice_from_taxes(entity.get("taxes"))
     return values
@@ -143,7 +142,7 @@ def _body(kind: str, form: Any) -> dict[str, Any]:
         emails = [e.strip() for e in form_text(form, "emails").replace(";", ",").split(",") if e.strip()]
         body = {
             "rfc": form_text(form, "rfc").upper(), "legal_name": form_text(form, "legal_name"), "tax_regime": form_text(form, "tax_regime"),
-            "zip": form_text(form, "zip"), "default_use": optional(form, "default_use"), "email": optional(form, "email"), "emails": emails,
+            "zip": form_text(form, "zip"), "default_use": optional(form, "default_use"), "emails": emails,
             "tax_id": optional(form, "tax_id"), "tax_residence": optional(form, "tax_residence"),
         }
         return body

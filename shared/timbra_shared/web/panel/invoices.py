@@ -27,6 +27,14 @@ RELATIONSHIPS = [
     ("06", "06 - Factura generada por los traslados previos"),
     ("07", "07 - CFDI por aplicación de anticipo"),
 ]
+CANCELLATION_ES = {
+    "awaiting_substitute": "Timbrando la factura sustituta",
+    "requested": "Solicitada",
+    "pending": "En proceso (esperando la respuesta del receptor)",
+    "completed": "Cancelada",
+    "rejected": "Rechazada",
+    "escalated": "En revisión por soporte",
+}
 MOTIVES = [
     ("02", "02 - Comprobante emitido con errores sin relación"),
     ("01", "01 - Comprobante emitido con errores con relación (se sustituye por otro)"),
@@ -301,6 +309,8 @@ async def stamp(request: Request) -> Response:
                 await api.put(f"/v1/customers/{customer['id']}", changes)
             except ApiFailure as exc:
                 return await _form_page(request, draft, errors_by_field(exc), status=422)
+    if draft.get("substitutes"):
+        return await _substitute(request, draft, customer)
     try:
         result = await api.post("/v1/invoices", request_body(draft, customer, inline_customer=False), params={"wait": "true", "timeout": "25"})
     except ApiFailure as exc:
@@ -313,6 +323,26 @@ async def stamp(request: Request) -> Response:
     if draft.get("substitutes"):
         target += "&sustituye=" + quote(draft["substitutes"])
     return web.redirect(request, target)
+
+
+async def _substitute(request: Request, draft: dict[str, Any], customer: dict[str, Any] | None) -> Response:
+    """The guided substitution (motive 01): the cancellation service requests this corrected
+    invoice (related 04 to the original) and cancels the original once it is stamped."""
+    web = web_of(request)
+    original = draft["substitutes"]
+    changes = request_body(draft, customer, inline_customer=False)
+    changes.pop("idempotency_key", None)
+    changes.pop("related", None)  # the service relates it (04) to the original itself
+    changes["customer"] = None  # the catalog customer replaces an inline one of the original
+    try:
+        result = await api_of(request).post(f"/v1/invoices/{original}/cancellation/substitution", {"changes": changes})
+    except ApiFailure as exc:
+        draft["idempotency_key"] = new_draft()["idempotency_key"]
+        return await _form_page(request, draft, errors_by_field(exc), status=422, original=await _invoice_with_xml(request, original))
+    substitute = (result.get("substitution") or {}).get("invoice_id")
+    if not substitute:
+        return web.redirect(request, f"{web.prefix}/facturas/{original}?sustitucion=1")
+    return web.redirect(request, f"{web.prefix}/facturas/{substitute}?nueva=1&sustituye={quote(original)}")
 
 
 def totals_of(xml: bytes) -> dict[str, Any]:
@@ -400,7 +430,7 @@ async def detail(request: Request, invoice_id: str, nueva: str = "", sustituye: 
     invoice = await _invoice_with_xml(request, invoice_id)
     cancellation = await _cancellation(request, invoice_id) if invoice.get("uuid") else None
     return await page(request, "panel/invoice_detail.html", {
-        "invoice": invoice, "new": bool(nueva), "substitutes": sustituye, "motives": MOTIVES, "cancellation": cancellation,
+        "invoice": invoice, "new": bool(nueva), "substitutes": sustituye, "motives": MOTIVES, "cancellation": cancellation, "cancellation_es": CANCELLATION_ES,
         "final": invoice["status"] in FINAL, "stamped": invoice["status"] in STAMPED,
     })
 
@@ -470,7 +500,6 @@ async def cancel(request: Request, invoice_id: str) -> Response:
         return fragment(request, "panel/_notice.html", {"ok": False, "message": "Con el motivo 01 escribe el UUID de la factura que sustituye a ésta, o créala primero con «Crear factura sustituta»."}, status=422)
     params = {"motive": motive}
     if replacement:
-        params["replacement_uuid"] = replacement
         params["substitution"] = replacement
     try:
         await api_of(request).delete(f"/v1/invoices/{invoice_id}", params=params)

@@ -157,6 +157,8 @@ async def save(request: Request, step: str) -> Response:
             return web.redirect(request, f"{web.prefix}/?bienvenida=1")
     except ApiFailure as exc:
         return await _step_page(request, step, {"errors": _step_errors(step, exc), "values": dict(form)}, status=422)
+    if step == "logotipo" and action != "omitir":
+        return web.redirect(request, f"{web.prefix}/configuracion/logotipo?guardado=logotipo")  # stay: the preview shows the placement
     saved = "" if action == "omitir" else f"?guardado={step}"
     return web.redirect(request, f"{web.prefix}/configuracion/{_next(step)}{saved}")
 
