@@ -285,7 +285,7 @@ def short_datetime(value: Any) -> str:
 
 # ---------------------------------------------------------------------- errors next to the field at fault
 
-_ITEM_API = re.compile(r"^items\[(\d+)\](?:\.product)?\.?([a-z_]*)")
+_ITEM_API = re.compile(r"^items\[(\d+)\](?:\.product(?=\.|$))?\.?([a-z_]*)")
 _CONCEPTO = re.compile(r"Concepto\[(\d+)\]")
 _SAT_ATTR = {
     "FormaPago": "payment_form",

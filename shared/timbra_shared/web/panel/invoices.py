@@ -42,6 +42,7 @@ MOTIVES = [
     ("04", "04 - Operación nominativa relacionada en una factura global"),
 ]
 STAMPED = {"stamped", "rendered", "emailed"}
+LISTED_STATUSES = ("requested", "built", "sealed", "funded", "stamped", "rendered", "emailed", "rejected", "stamp_failed", "canceled")
 FINAL = {"emailed", "rejected", "stamp_failed", "canceled"}
 FOREIGN_RFC = "XEXX010101000"
 CFDI = "{http://www.sat.gob.mx/cfd/4}"
@@ -375,7 +376,9 @@ async def records(request: Request) -> Response:
     """Registros CFDI: search and filter. Every filter the API offers is passed through as is."""
     session_of(request)
     q = request.query_params
-    filters = {k: q.get(k, "").strip() for k in ("status", "uuid", "customer_id", "serie", "folio", "from", "to", "type", "payment_method", "q")}
+    filters = {k: q.get(k, "").strip() for k in ("status", "uuid", "customer_rfc", "serie", "folio", "created_from", "created_to", "type")}
+    if filters["status"] not in LISTED_STATUSES:
+        filters["status"] = ""
     params = {k: v for k, v in filters.items() if v}
     if q.get("despues"):
         params["starting_after"] = q["despues"]
@@ -383,7 +386,7 @@ async def records(request: Request) -> Response:
     data = result.get("data", [])
     return await page(request, "panel/invoice_list.html", {
         "invoices": data, "filters": filters, "has_more": result.get("has_more") and data, "last_id": data[-1]["id"] if data else "",
-        "statuses": STATUS_ES, "query": "&".join(f"{k}={quote(v)}" for k, v in params.items() if k != "starting_after"),
+        "statuses": {k: STATUS_ES[k] for k in LISTED_STATUSES}, "query": "&".join(f"{k}={quote(v)}" for k, v in params.items() if k != "starting_after"),
     })
 
 
