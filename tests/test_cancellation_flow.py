@@ -9,6 +9,8 @@ SAT's clocks are compressed per receptor RFC in the sandbox PAC (``direct_window
 import asyncio
 import shutil
 import subprocess
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from lxml import etree
 
 from timbra_shared.devstack.cancellation import Events, Receiver, Sandbox, invoice_body, random_rfc, stamped, wait_cancellation, wait_invoice
+from timbra_shared.devstack.cancellation import customer as customer_of
 from timbra_shared import topics
 from timbra_shared.cfdi.acuse import verify_acuse
 from timbra_shared.events import CancelInvoice
@@ -291,3 +294,71 @@ async def test_the_command_on_kafka_cancels_and_a_bad_one_is_answered_with_rejec
     await events.wait(invoice_id, topics.CANCELLATION_COMPLETED)
     assert len(events.of(invoice_id, topics.CANCELLATION_COMPLETED)) == 1
     assert (await sandbox.info(invoice["uuid"]))["solicitudes"] == 1
+
+
+# --------------------------------------------------------------------------- motive 04: the global invoice
+
+
+async def _json(response, status: int) -> dict:  # noqa: ANN001
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+async def _ticket_status(client, emisor, ticket_id: str, status: str) -> dict:  # noqa: ANN001
+    for _ in range(100):
+        ticket = await _json(await client.http.get(f"/v1/tickets/{ticket_id}", headers=emisor.headers), 200)
+        if ticket["status"] == status:
+            return ticket
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"ticket {ticket_id} is {ticket['status']}, not {status}")
+
+
+async def test_motive_04_cancels_the_global_invoice_so_a_customer_gets_a_nominative_one(client, emisor, events) -> None:
+    """SAT: cancel the global invoice with 04, issue the customer's own invoice, re-issue the
+    global one without that sale. The catalog gives the tickets back when the global is cancelled."""
+    product = await _json(await client.http.post("/v1/products", headers=emisor.headers, json={
+        "sku": "LIB-9", "description": "Libro de texto", "product_key": "55101500", "unit_key": "H87", "price": "116.00", "tax_included": True,
+        "taxes": [{"type": "IVA", "rate": "0.16"}]}), 201)
+    branch = await _json(await client.http.post("/v1/branches", headers=emisor.headers, json={"name": "Sucursal Centro", "zip": "42501"}), 201)
+    now = datetime.now(ZoneInfo("America/Mexico_City"))
+    last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=10, hour=12, minute=0, second=0, microsecond=0)
+    tickets = [await _json(await client.http.post("/v1/tickets", headers=emisor.headers, json={
+        "branch_id": branch["id"], "ticket_number": f"T-{n}-{random_rfc()}", "date": (last_month + timedelta(days=n)).replace(tzinfo=None).isoformat(),
+        "total": "1160.00", "payment_form": "01", "items": [{"product_id": product["id"], "quantity": "10"}]}), 201) for n in range(2)]
+    period = {"periodicity": "04", "months": f"{last_month.month:02d}", "year": last_month.year}
+    issued = await _json(await client.http.post(f"/v1/branches/{branch['id']}/global-invoice", headers=emisor.headers, json=period), 202)
+    global_id = issued["invoice_id"]
+    for _ in range(100):
+        if (await client.http.get(f"/v1/invoices/{global_id}", headers=emisor.headers)).status_code == 200:
+            break
+        await asyncio.sleep(0.3)
+    assert (await client.wait_final(emisor, [global_id], timeout=90))[global_id]["status"] == "emailed"
+    await _ticket_status(client, emisor, tickets[0]["id"], "invoiced")
+
+    # the customer of the first ticket asks for an invoice of its own: cancel the global with 04
+    response = await client.http.delete(f"/v1/invoices/{global_id}", params={"motive": "04"}, headers=emisor.headers)
+    accepted = await _json(response, 202)
+    assert accepted["expected"]["reason"] == "publico_en_general"  # $2,320.00: only the receptor makes it direct
+    done = await wait_cancellation(client, emisor, global_id, {"completed"})
+    assert done["acceptance"] == "sin_aceptacion" and done["motive"] == "04"
+    await wait_invoice(client, emisor, global_id, lambda s: s["status"] == "canceled")
+    assert (await events.wait(global_id, topics.CANCELLATION_COMPLETED))[0]["motive"] == "04"
+
+    # the tickets are open again; the first one, although last month's, can be invoiced now
+    first = await _ticket_status(client, emisor, tickets[0]["id"], "open")
+    await _ticket_status(client, emisor, tickets[1]["id"], "open")
+    assert first["invoice_id"] is None
+    await asyncio.sleep(2)  # the builder's projection of catalog.tickets
+    nominative = await stamped(client, emisor, {"customer": customer_of(random_rfc()), "ticket_id": tickets[0]["id"], "payment_method": "PUE"})
+    await _ticket_status(client, emisor, tickets[0]["id"], "invoiced")
+
+    # the global invoice again, without that sale (the reopened tickets are in their window again)
+    again = await _json(await client.http.post(f"/v1/branches/{branch['id']}/global-invoice", headers=emisor.headers, json={**period, "include_open_window": True}), 202)
+    assert again["ticket_ids"] == [tickets[1]["id"]]
+    for _ in range(100):
+        if (await client.http.get(f"/v1/invoices/{again['invoice_id']}", headers=emisor.headers)).status_code == 200:
+            break
+        await asyncio.sleep(0.3)
+    assert (await client.wait_final(emisor, [again["invoice_id"]], timeout=90))[again["invoice_id"]]["status"] == "emailed"
+    assert (await _ticket_status(client, emisor, tickets[0]["id"], "invoiced"))["invoice_id"] == nominative["id"]
+    assert (await _ticket_status(client, emisor, tickets[1]["id"], "invoiced"))["invoice_id"] == again["invoice_id"]

@@ -4,7 +4,7 @@ from faststream.kafka import KafkaRouter
 
 from timbra_catalog.service import CatalogService
 from timbra_shared import topics
-from timbra_shared.events import InvoiceRejected, InvoiceStamped, InvoiceStampFailed, TicketSubmitted
+from timbra_shared.events import CancellationCompleted, InvoiceRejected, InvoiceStamped, InvoiceStampFailed, TicketSubmitted
 from timbra_shared.messaging import subscriber
 
 
@@ -22,6 +22,10 @@ def build_router(service: CatalogService) -> KafkaRouter:
     @subscriber(router, topics.INVOICE_STAMP_FAILED, group="catalog.tickets.stamp_failed")
     async def on_invoice_stamp_failed(event: InvoiceStampFailed) -> None:
         await service.on_failed(event)
+
+    @subscriber(router, topics.CANCELLATION_COMPLETED, group="catalog.tickets.cancelled")
+    async def on_cancellation_completed(event: CancellationCompleted) -> None:
+        await service.on_cancelled(event)
 
     @subscriber(router, topics.POS_TICKETS, group="catalog.pos")
     async def on_pos_ticket(event: TicketSubmitted) -> None:

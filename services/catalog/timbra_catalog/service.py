@@ -22,6 +22,7 @@ from timbra_shared.auth import Principal
 from timbra_shared.cfdi import catalogs
 from timbra_shared.errors import ApiError, Problem, RetryLater, not_found
 from timbra_shared.events import (
+    CancellationCompleted,
     CustomerChanged,
     InvoiceRejected,
     InvoiceRequested,
@@ -475,6 +476,33 @@ class CatalogService:
             await self._set_tickets(tx, event.issuer_id, record["ticket_ids"], status="open", invoice_id=None, only_for=event.invoice_id)
 
         await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+
+    async def on_cancelled(self, event: CancellationCompleted) -> None:
+        """A cancelled global invoice gives its tickets back (open). With motive 04 the customer
+        asked for a nominative invoice (SAT: cancel the global, issue the nominative one, re-issue
+        the global without that sale), so the tickets can be invoiced until the end of this month
+        even if their own window had closed; the next global invoice takes the rest."""
+        record = await self.repos.global_invoices.find_one({"_id": event.invoice_id})
+        if record is None:
+            return
+
+        async def work(tx: Transaction) -> None:
+            await self.repos.global_invoices.update_one({"_id": event.invoice_id}, {"$set": {"status": "canceled", "cancel_motive": event.motive}}, session=tx.session)
+            now = utcnow()
+            for ticket_id in dict.fromkeys(record["ticket_ids"]):
+                ticket = await self.repos.tickets.get(event.issuer_id, ticket_id, session=tx.session)
+                if ticket is None or ticket.get("invoice_id") != event.invoice_id:
+                    continue
+                until = ticket["invoiceable_until"]
+                if event.motive == "04":
+                    branch = await self.repos.branches.get(event.issuer_id, ticket["branch_id"], session=tx.session)
+                    until = max(until, invoiceable_until(now, zone_of((branch or {}).get("zip")), None))
+                doc = {**ticket, "status": "open", "invoice_id": None, "invoiceable_until": until, "version": ticket["version"] + 1, "updated_at": now}
+                if not await self.repos.tickets.replace(doc, expected_version=ticket["version"], session=tx.session):
+                    raise RetryLater(f"ticket {ticket_id} changed meanwhile")
+                tx.emit(ticket_event(doc), key=doc["_id"])
+
+        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}:{event.attempt}")
 
     async def _set_tickets(self, tx: Transaction, issuer_id: str, ticket_ids: list[str], *, status: str, invoice_id: str | None, only_for: str | None = None) -> None:
         for ticket_id in dict.fromkeys(ticket_ids):
