@@ -3,24 +3,35 @@ dead-letter middleware, and the subscriber defaults (group per service, ``earlie
 the handler's transaction has committed)."""
 
 import asyncio
+import inspect
 import json
 import os
+import typing
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
-from faststream import AckPolicy, BaseMiddleware
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy, BaseMiddleware, Context
+from faststream.message import AckStatus
 from faststream.kafka import KafkaBroker, KafkaRouter
+from faststream.kafka.message import FAKE_CONSUMER
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from opentelemetry.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Counter
-from pydantic import ValidationError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, TracerProvider
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import TypeAdapter, ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from timbra_shared import topics
 from timbra_shared.errors import PoisonMessage, RetryLater
 from timbra_shared.events import DeadLetter
 from timbra_shared.logging import get_logger
+from timbra_shared.telemetry import carrier_from_current, extract
 
 log = get_logger(__name__)
 
@@ -47,14 +58,19 @@ class DeadLetters:
         self.service = service
         self.broker: KafkaBroker | None = None
         self._attempts: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        self._sent: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
         self.dead_lettered = Counter("timbra_dead_letters_total", "Messages sent to the dead-letter topic", ["service", "topic"], registry=registry)
         self.retries = Counter("timbra_consumer_retries_total", "Messages redelivered after a failure", ["service", "topic", "kind"], registry=registry)
+        self.batch_size = Histogram("timbra_consumer_batch_size", "Events per batch handed to a batch handler", ["service", "group"],
+                                    buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500), registry=registry)
 
     def middleware(self) -> type[BaseMiddleware]:
         owner = self
 
         class DeadLetterMiddleware(BaseMiddleware):
             async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+                if isinstance(msg.raw_message, tuple | list):  # a batch subscriber handles its own failures
+                    return await call_next(msg)
                 try:
                     return await call_next(msg)
                 except PERMANENT as exc:
@@ -71,10 +87,7 @@ class DeadLetters:
 
     async def on_failure(self, msg: Any, exc: Exception) -> None:
         topic, partition, offset = where = self._coordinates(msg)
-        attempts = self._attempts.pop(where, 0) + 1
-        self._attempts[where] = attempts
-        while len(self._attempts) > 10_000:
-            self._attempts.popitem(last=False)
+        attempts = self.attempt(where)
         transient = _is_transient(exc)
         if not transient and attempts >= MAX_UNKNOWN_ATTEMPTS:
             await self.send(msg, exc)
@@ -85,10 +98,34 @@ class DeadLetters:
         raise exc
 
     async def send(self, msg: Any, exc: BaseException) -> None:
-        topic, partition, offset = self._coordinates(msg)
         raw = msg.raw_message
-        key = getattr(raw, "key", None)
         body = msg.body if isinstance(msg.body, bytes) else str(msg.body).encode()
+        await self._send(self._coordinates(msg), getattr(raw, "key", None), body, dict(msg.headers or {}), exc)
+
+    async def send_record(self, record: Any, exc: BaseException) -> None:
+        """Dead-letter one record of a batch (an aiokafka ``ConsumerRecord``)."""
+        where = (record.topic, record.partition, record.offset)
+        await self._send(where, record.key, record.value or b"", dict(record.headers or ()), exc)
+        self._sent[_identity(record)] = None
+        while len(self._sent) > 10_000:
+            self._sent.popitem(last=False)
+
+    def already_sent(self, record: Any) -> bool:
+        """True for a record this process dead-lettered already (its batch is being redelivered)."""
+        return _identity(record) in self._sent
+
+    def attempt(self, where: tuple[str, int, int]) -> int:
+        attempts = self._attempts.pop(where, 0) + 1
+        self._attempts[where] = attempts
+        while len(self._attempts) > 10_000:
+            self._attempts.popitem(last=False)
+        return attempts
+
+    def forget(self, where: tuple[str, int, int]) -> None:
+        self._attempts.pop(where, None)
+
+    async def _send(self, where: tuple[str, int, int], key: Any, body: bytes, headers: dict[str, Any], exc: BaseException) -> None:
+        topic, partition, offset = where
         letter = DeadLetter(
             service=self.service,
             original_topic=topic,
@@ -98,7 +135,7 @@ class DeadLetters:
             reason=str(exc)[:4000],
             error_type=type(exc).__name__,
             payload=body.decode(errors="replace"),
-            headers={k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in (msg.headers or {}).items()},
+            headers={k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in headers.items()},
         )
         assert self.broker is not None
         await self.broker.publish(letter.model_dump_json().encode(), topics.DEAD_LETTER, key=(letter.key or "").encode(), headers={"content-type": "application/json"})
@@ -128,7 +165,11 @@ def make_broker(
         logger=None,
     )
     dead_letters.broker = broker
+    _DEAD_LETTERS[id(broker)] = dead_letters
     return broker, dead_letters
+
+
+_DEAD_LETTERS: dict[int, DeadLetters] = {}
 
 
 # tansu answers a fetch only when its wait expires (no early wake-up on new data), so a hop costs
@@ -140,16 +181,262 @@ FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_FETCH_WAIT_MS", "50"))
 CONSUMER_WORKERS = int(os.environ.get("TIMBRA_CONSUMER_WORKERS", "1"))
 
 
+# Per-event handlers consume in batches too (one fetch, one offset commit and one pass through
+# FastStream's middlewares per batch instead of per message); TIMBRA_BATCH_CONSUME=0 restores
+# FastStream's message-at-a-time consumer (for comparisons).
+BATCH_CONSUME = os.environ.get("TIMBRA_BATCH_CONSUME", "1") != "0"
+
+
 def subscriber(router: KafkaRouter | KafkaBroker, *topic_names: str, group: str, **options: Any) -> Any:
     """The one place that fixes the consumer defaults: at-least-once (ack after the handler has
-    committed), a consumer group per subscriber so instances of a service share the work."""
+    committed), a consumer group per subscriber so instances of a service share the work.
+
+    A handler with one typed parameter (the event) is run by a :class:`BatchConsumer`: records
+    are fetched in batches and the handler is called for each event in partition order, and the
+    offsets are committed once per batch. Handlers with FastStream extras (``Context``…) or
+    ``max_workers`` keep FastStream's own consumer."""
     if len(topic_names) == 1 and CONSUMER_WORKERS > 1:
         options.setdefault("max_workers", CONSUMER_WORKERS)
-    return router.subscriber(
+
+    def decorator(handler: Any) -> Any:
+        event_type = _event_type(handler)
+        if BATCH_CONSUME and event_type is not None and options.get("max_workers", 1) <= 1:
+            consumer = BatchConsumer(handler, TypeAdapter(event_type), group, per_item=True)
+            _register_batch(router, topic_names, group, consumer, getattr(handler, "__name__", "handler"), None, dict(options))
+            return handler
+        return router.subscriber(
+            *topic_names,
+            group_id=group,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
+            **options,
+        )(handler)
+
+    return decorator
+
+
+def _event_type(handler: Any) -> Any:
+    """The annotation of a handler's only parameter, or None if it has other parameters."""
+    try:
+        parameters = list(inspect.signature(handler).parameters.values())
+        hints = typing.get_type_hints(handler, include_extras=True)
+    except (TypeError, ValueError, NameError):
+        return None
+    if len(parameters) != 1 or parameters[0].default is not inspect.Parameter.empty or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return None
+    return hints.get(parameters[0].name)
+
+
+# ----------------------------------------------------------------------------- batch consumption
+# A batch subscriber gets up to TIMBRA_BATCH_MAX records per fetch and hands them to one handler
+# call, so a service can commit them in one MongoDB transaction and one offset commit. Delivery
+# stays at-least-once: offsets are committed only after the handler returned (its transaction
+# committed); a redelivered batch is made harmless by the per-event ``processed`` markers.
+BATCH_MAX_RECORDS = int(os.environ.get("TIMBRA_BATCH_MAX", "100"))
+# How long an idle batch consumer waits for records before looping (the fetches themselves wait
+# FETCH_WAIT_MS at the broker); records already fetched are handed over at once.
+BATCH_POLL_MS = int(os.environ.get("TIMBRA_BATCH_POLL_MS", "20"))
+
+_batch_traces: ContextVar[dict[int, dict[str, str]] | None] = ContextVar("timbra_batch_traces", default=None)
+
+
+def trace_of(event: object) -> dict[str, str] | None:
+    """The trace context (W3C headers) under which ``event``, an item of the batch being handled,
+    is processed: pass it as ``Unit(trace=...)`` so what the event causes stays in its invoice's trace."""
+    traces = _batch_traces.get()
+    return traces.get(id(event)) if traces else None
+
+
+BatchHandler = Callable[[list[Any]], Awaitable[None]]
+
+
+class BatchConsumer:
+    """Runs a handler over one fetched batch of records, in partition order.
+
+    - A record that cannot be parsed or validated goes to the dead-letter topic alone; the rest
+      of the batch is handled.
+    - A batch handler (``per_item=False``) gets every event of the batch in one call. If it fails
+      transiently (MongoDB down, ``RetryLater``), the batch is rewound and retried after a
+      back-off; nothing was committed. Any other failure is isolated: the events are handled again
+      one at a time, so those before the bad one commit, the bad one is dead-lettered
+      (``PoisonMessage``, or after ``MAX_UNKNOWN_ATTEMPTS``), and those after it carry on.
+    - A per-event handler (``per_item=True``, what :func:`subscriber` registers) is called once per
+      event, in order, each under its own span.
+    - A rewind commits the offsets of what is done and seeks each partition back to its first
+      record not done, so a retry never replays events that already took effect.
+    """
+
+    def __init__(self, handler: Callable[[Any], Awaitable[Any]], adapter: TypeAdapter[Any], group: str, *, per_item: bool) -> None:
+        self.handler = handler
+        self.adapter = adapter
+        self.group = group
+        self.per_item = per_item
+        self.tracer = trace.get_tracer("timbra.consumer")
+
+    async def __call__(self, message: Any, dead_letters: DeadLetters) -> None:
+        records = list(message.raw_message)
+        done: set[int] = set()
+        items: list[tuple[int, Any, Any]] = []
+        for index, record in enumerate(records):
+            if dead_letters.already_sent(record):
+                done.add(index)
+                continue
+            try:
+                items.append((index, record, self.adapter.validate_json(record.value or b"")))
+            except PERMANENT as exc:
+                await dead_letters.send_record(record, exc)
+                done.add(index)
+        if not items:
+            return
+        dead_letters.batch_size.labels(dead_letters.service, self.group).observe(len(items))
+        spans, traces = [], {}
+        for _, record, event in items:
+            headers = {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v) for k, v in record.headers or ()}
+            span = self.tracer.start_span(f"{record.topic} process", context=extract(headers), kind=SpanKind.CONSUMER, attributes={
+                "messaging.system": "kafka", "messaging.destination.name": record.topic, "messaging.kafka.destination.partition": record.partition,
+                "messaging.kafka.message.offset": record.offset, "messaging.consumer.group.name": self.group, "messaging.batch.message_count": len(items),
+            })
+            spans.append(span)
+            with trace.use_span(span, end_on_exit=False):
+                traces[id(event)] = carrier_from_current()
+        token = _batch_traces.set(traces)
+        structlog.contextvars.unbind_contextvars("invoice_id")
+        try:
+            await self._handle(message, records, items, spans, done, dead_letters)
+        finally:
+            _batch_traces.reset(token)
+            structlog.contextvars.unbind_contextvars("invoice_id")
+            for span in spans:
+                span.end()
+
+    async def _handle(self, message: Any, records: list[Any], items: list[tuple[int, Any, Any]], spans: list[Any], done: set[int], dead_letters: DeadLetters) -> None:
+        if not self.per_item and len(items) > 1:
+            try:
+                await self.handler([event for _, _, event in items])
+                dead_letters.forget(_where(items[0][1]))
+                return
+            except Exception as exc:
+                if _is_transient(exc):
+                    await self._rewind(message, records, done, items[0][1], exc, dead_letters)
+                    return
+                log.warning("consumer.batch_isolating", group=self.group, size=len(items), error=repr(exc)[:300])
+        for (index, record, event), span in zip(items, spans, strict=True):
+            try:
+                invoice_id = getattr(event, "invoice_id", None)
+                if invoice_id:  # log lines name the event's invoice, never the previous event's
+                    structlog.contextvars.bind_contextvars(invoice_id=invoice_id)
+                else:
+                    structlog.contextvars.unbind_contextvars("invoice_id")
+                with trace.use_span(span, end_on_exit=False):
+                    await (self.handler(event) if self.per_item else self.handler([event]))
+                dead_letters.forget(_where(record))
+            except PERMANENT as exc:
+                await dead_letters.send_record(record, exc)
+            except Exception as exc:
+                if _is_transient(exc) or dead_letters.attempt(_where(record)) < MAX_UNKNOWN_ATTEMPTS:
+                    await self._rewind(message, records, done, record, exc, dead_letters)
+                    return
+                await dead_letters.send_record(record, exc)
+                dead_letters.forget(_where(record))
+            done.add(index)
+
+    async def _rewind(self, message: Any, records: list[Any], done: set[int], failed: Any, exc: Exception, dead_letters: DeadLetters) -> None:
+        """Retry from ``failed`` after a back-off: commit what is done, seek back to what is not."""
+        where = _where(failed)
+        transient = _is_transient(exc)
+        attempts = dead_letters.attempt(where) if transient else dead_letters._attempts.get(where, 1)
+        dead_letters.retries.labels(dead_letters.service, failed.topic, "transient" if transient else "error").inc()
+        log.warning("consumer.retry", topic=failed.topic, partition=failed.partition, offset=failed.offset, attempt=attempts, group=self.group, error=repr(exc)[:500])
+        await asyncio.sleep(min(0.2 * 2 ** min(attempts, 6), 10.0))
+        commit: dict[tuple[str, int], int] = {}
+        seek: dict[tuple[str, int], int] = {}
+        for index, record in enumerate(records):
+            partition = (record.topic, record.partition)
+            if partition in seek:
+                continue
+            if index in done:
+                commit[partition] = record.offset + 1
+            else:
+                seek[partition] = record.offset
+        consumer = getattr(message, "consumer", None)
+        if consumer is not None and consumer is not FAKE_CONSUMER:
+            if commit:
+                try:
+                    await consumer.commit({TopicPartition(t, p): offset for (t, p), offset in commit.items()})
+                except KafkaError as error:  # a rebalance took the partition: its new owner starts from the last commit
+                    log.warning("consumer.commit_failed", group=self.group, error=repr(error))
+            for (t, p), offset in seek.items():
+                consumer.seek(TopicPartition(t, p), offset)
+        message.committed = AckStatus.NACKED  # so FastStream neither commits the batch nor seeks it back itself
+
+
+def _where(record: Any) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
+
+
+def _identity(record: Any) -> tuple[str, int, int, int]:
+    return (record.topic, record.partition, record.offset, hash(record.value))
+
+
+async def _undecoded(msg: Any) -> None:
+    return None  # the batch consumer validates each record itself, so one bad record spoils nothing else
+
+
+def _run_batch(consumer: BatchConsumer) -> Callable[..., Awaitable[None]]:
+    async def consume(body: Any, message: Any = Context("message"), broker: Any = Context("broker")) -> None:
+        dead_letters = _DEAD_LETTERS.get(id(broker))
+        if dead_letters is None:  # a broker not made by make_broker (unit tests)
+            dead_letters = _DEAD_LETTERS[id(broker)] = DeadLetters("unknown", CollectorRegistry())
+            dead_letters.broker = broker
+        await consumer(message, dead_letters)
+
+    return consume
+
+
+def _register_batch(router: KafkaRouter | KafkaBroker, topic_names: tuple[str, ...], group: str, consumer: BatchConsumer, name: str, max_records: int | None, options: dict[str, Any]) -> None:
+    consume = _run_batch(consumer)
+    consume.__name__ = consume.__qualname__ = name
+    router.subscriber(
         *topic_names,
         group_id=group,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         fetch_max_wait_ms=FETCH_WAIT_MS,
+        batch=True,
+        max_records=max_records or BATCH_MAX_RECORDS,
+        batch_timeout_ms=BATCH_POLL_MS,
+        decoder=_undecoded,
         **options,
-    )
+    )(consume)
+
+
+def batch_subscriber(
+    router: KafkaRouter | KafkaBroker,
+    *topic_names: str,
+    group: str,
+    model: Any,
+    max_records: int | None = None,
+    **options: Any,
+) -> Callable[[BatchHandler], BatchHandler]:
+    """Like :func:`subscriber`, for a handler that takes ``list[model]`` (``model`` may be a union):
+    the events of one fetch, in partition order, to be committed together."""
+    adapter: TypeAdapter[Any] = TypeAdapter(model)
+
+    def decorator(handler: BatchHandler) -> BatchHandler:
+        if BATCH_CONSUME:
+            _register_batch(router, topic_names, group, BatchConsumer(handler, adapter, group, per_item=False), getattr(handler, "__name__", "batch_handler"), max_records, options)
+            return handler
+
+        async def one(event: Any) -> None:  # TIMBRA_BATCH_CONSUME=0: FastStream's consumer, batches of one
+            await handler([event])
+
+        one.__annotations__["event"] = model
+        one.__name__ = one.__qualname__ = getattr(handler, "__name__", "batch_handler")
+        router.subscriber(*topic_names, group_id=group, auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
+                          fetch_max_wait_ms=FETCH_WAIT_MS, **options)(one)
+        return handler
+
+    return decorator

@@ -1,7 +1,10 @@
 """MongoDB access: the client, and a unit of work that commits state, an idempotency marker and
 outbox events in one transaction (ARCHITECTURE rule 2)."""
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -12,6 +15,10 @@ from pymongo.errors import DuplicateKeyError
 
 from timbra_shared.ids import utcnow
 from timbra_shared.outbox import KEEP_SENT, Outbox, outbox_document
+from timbra_shared.telemetry import attached, carrier_from_current
+
+GROUP_MAX = 200
+GROUP_COMMIT = os.environ.get("TIMBRA_GROUP_COMMIT", "1") != "0"  # 0: one transaction per call (comparisons)
 
 T = TypeVar("T")
 
@@ -41,6 +48,17 @@ class Transaction:
         self.staged.append(outbox_document(event, key=key))
 
 
+@dataclass
+class Unit:
+    """One event's unit of work inside :meth:`Store.transact_many`."""
+
+    work: Callable[[Transaction], Awaitable[Any]]
+    dedupe: str | None = None
+    #: the trace context the work runs under (``messaging.trace_of(event)``), so that the events
+    #: it emits continue its invoice's trace
+    trace: Mapping[str, str] | None = None
+
+
 class Store:
     """A service's own database, with its ``processed`` (inbox) and ``outbox`` collections."""
 
@@ -48,6 +66,8 @@ class Store:
         self.client = client
         self.db: AsyncDatabase = client[db_name]
         self.outbox = outbox
+        self._group: list[tuple[Unit, asyncio.Future[Any]]] = []
+        self._group_running = False
 
     async def ensure_indexes(self) -> None:
         await self.db.outbox.create_indexes([
@@ -93,3 +113,99 @@ class Store:
         if tx_holder and tx_holder[0].staged:
             self.outbox.dispatch(tx_holder[0].staged)
         return result
+
+    async def transact_many(self, units: Sequence[Unit]) -> list[Any]:
+        """Run several units of work in ONE transaction (a consumed batch): one commit, one
+        ``processed`` insert and one outbox insert for all of them. Each unit keeps its own dedupe
+        key: a unit already processed, or repeated within ``units``, is skipped and its result is
+        ``DUPLICATE``. The units run in order, so events of one invoice apply in order. If a unit
+        raises, nothing commits (the caller decides: retry, or isolate the bad one)."""
+        results: list[Any] = [DUPLICATE] * len(units)
+        processed = self.db.processed
+        for _ in range(5):
+            keys = [u.dedupe for u in units if u.dedupe is not None]
+            done = {d["_id"] for d in await processed.find({"_id": {"$in": keys}}, projection={"_id": 1}).to_list(None)} if keys else set()
+            todo: list[int] = []
+            for index, unit in enumerate(units):
+                if unit.dedupe is not None:
+                    if unit.dedupe in done:
+                        continue
+                    done.add(unit.dedupe)
+                todo.append(index)
+            if not todo:
+                return results
+            staged: list[dict[str, Any]] = []
+
+            async def callback(session: AsyncClientSession) -> dict[int, Any]:
+                tx = Transaction(session)
+                now = utcnow()
+                markers = [{"_id": units[i].dedupe, "at": now} for i in todo if units[i].dedupe is not None]
+                if markers:
+                    await processed.insert_many(markers, session=session)
+                out = {}
+                for i in todo:
+                    with attached(units[i].trace):
+                        out[i] = await units[i].work(tx)
+                if tx.staged:
+                    await self.db.outbox.insert_many(tx.staged, session=session)
+                staged[:] = tx.staged
+                return out
+
+            try:
+                async with self.client.start_session() as session:
+                    out = await session.with_transaction(callback)
+            except DuplicateKeyError as exc:
+                if "processed" in str(exc):
+                    continue  # another instance committed one of them meanwhile: look again
+                raise
+            if staged:
+                self.outbox.dispatch(staged)
+            for i, value in out.items():
+                results[i] = value
+            return results
+        raise RuntimeError("transact_many: processed markers kept changing under this batch")
+
+    async def transact_grouped(self, work: Callable[[Transaction], Awaitable[T]], *, dedupe: str | None = None) -> T | Duplicate:
+        """:meth:`transact` with group commit, for concurrent workers: the units submitted while a
+        group is committing commit together in the next transaction (:meth:`transact_many`), so N
+        workers pay one commit, not N. A group that fails is retried one unit at a time, so each
+        caller gets its own result or exception. Runs under the caller's trace context."""
+        if not GROUP_COMMIT:
+            return await self.transact(work, dedupe=dedupe)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._group.append((Unit(work, dedupe, carrier_from_current()), future))
+        if not self._group_running:
+            self._group_running = True
+            asyncio.get_running_loop().create_task(self._commit_groups())
+        return await future
+
+    async def _commit_groups(self) -> None:
+        try:
+            while self._group:
+                group, self._group = self._group[:GROUP_MAX], self._group[GROUP_MAX:]
+                try:
+                    results = await self.transact_many([unit for unit, _ in group])
+                except Exception as exc:
+                    if len(group) == 1:
+                        _settle(group[0][1], exc=exc)
+                        continue
+                    for unit, future in group:  # isolate the failing unit
+                        try:
+                            (result,) = await self.transact_many([unit])
+                            _settle(future, result)
+                        except Exception as single:
+                            _settle(future, exc=single)
+                    continue
+                for (_, future), result in zip(group, results, strict=True):
+                    _settle(future, result)
+        finally:
+            self._group_running = False
+
+
+def _settle(future: asyncio.Future[Any], result: Any = None, *, exc: BaseException | None = None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -43,6 +43,7 @@ class FakeStore:
         self.emitted: list[BaseModel] = []
         self.keys: list[str | None] = []
         self.sessions: list[FakeSession] = []
+        self.groups: list[int] = []  # units per transact_many / transact_grouped call
 
     async def was_processed(self, dedupe: str) -> bool:
         return dedupe in self.processed
@@ -58,3 +59,26 @@ class FakeStore:
         self.emitted.extend(tx.staged)
         self.keys.extend(tx.keys)
         return result
+
+    async def transact_grouped(self, work, *, dedupe: str | None = None):  # noqa: ANN001, ANN201
+        self.groups.append(1)
+        return await self.transact(work, dedupe=dedupe)
+
+    async def transact_many(self, units) -> list[Any]:  # noqa: ANN001
+        """All the units in one transaction: if one raises, none of them takes effect."""
+        self.groups.append(len(units))
+        tx = FakeTransaction()
+        self.sessions.append(tx.session)
+        results: list[Any] = []
+        seen = set(self.processed)
+        for unit in units:
+            if unit.dedupe is not None and unit.dedupe in seen:
+                results.append(DUPLICATE)
+                continue
+            if unit.dedupe is not None:
+                seen.add(unit.dedupe)
+            results.append(await unit.work(tx))
+        self.processed |= seen
+        self.emitted.extend(tx.staged)
+        self.keys.extend(tx.keys)
+        return results

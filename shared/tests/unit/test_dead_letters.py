@@ -8,6 +8,7 @@ that arrive), so most of this goes through a real subscriber; the retry bookkeep
 """
 
 import asyncio
+import contextlib
 import json
 from types import SimpleNamespace
 
@@ -112,7 +113,9 @@ async def test_valid_messages_never_produce_letters(wired):
 async def test_transient_failure_is_retried_not_dead_lettered(wired, no_backoff):
     wired.failures["flaky"] = RetryLater("issuer not yet projected")
     async with TestKafkaBroker(wired.broker) as broker:
-        with pytest.raises(RetryLater):
+        # the batch consumer rewinds the partition for a redelivery (see test_batch_consumer.py);
+        # FastStream's own consumer (TIMBRA_BATCH_CONSUME=0) gets the exception and seeks back
+        with contextlib.suppress(RetryLater):
             await broker.publish(_event("inv_1", "flaky"), topics.INVOICE_STAMP_FAILED, key=b"inv_1")
     assert wired.letters == []
     assert no_backoff == [0.4]
