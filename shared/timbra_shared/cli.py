@@ -4,6 +4,7 @@
 - ``timbra up`` / ``timbra down``: the embedded local platform.
 - ``timbra demo``: create an issuer with a generated test CSD, grant credits, issue one invoice
   through the public API and wait until it is emailed.
+- ``timbra asyncapi [FILE]``: the AsyncAPI document of the topics issuers may use.
 """
 
 import sys
@@ -13,7 +14,8 @@ def _usage() -> int:
     print("uso: timbra {cfdi,up,down,demo} ...\n"
           "  timbra cfdi validate|cadena|verify|seal FILE.xml   herramientas sobre archivos CFDI\n"
           "  timbra up | timbra down                            plataforma local embebida\n"
-          "  timbra demo [--url URL] [--admin-key KEY]          emite una factura de prueba de punta a punta", file=sys.stderr)
+          "  timbra demo [--url URL] [--admin-key KEY]          emite una factura de prueba de punta a punta"
+          "\n  timbra asyncapi [ARCHIVO.json]                      el documento AsyncAPI de invoice.requested y los eventos de estado", file=sys.stderr)
     return 2
 
 
@@ -34,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
         from timbra_shared.devstack.cli import down
 
         return down(rest) or 0
+    if command == "asyncapi":
+        import json
+
+        from timbra_shared.apidocs import asyncapi_document
+
+        text = json.dumps(asyncapi_document(), indent=2, ensure_ascii=False) + "\n"
+        if rest:
+            with open(rest[0], "w", encoding="utf-8") as out:
+                out.write(text)
+        else:
+            sys.stdout.write(text)
+        return 0
     if command == "demo":
         from timbra_shared.demo import main as demo_main
 

@@ -1,10 +1,15 @@
 """Kafka entrypoints of the cfdi-builder: thin, event in → service call."""
 
+from typing import Any
+
 from faststream.kafka import KafkaRouter
+from pydantic import ValidationError
 
 from timbra_cfdi_builder.service import InvoiceService
 from timbra_shared import topics
 from timbra_shared.events import CancellationEscalated, CancellationEvent, CustomerChanged, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
+from timbra_shared.errors import PoisonMessage, Problem
+from timbra_shared.http import validation_problems
 from timbra_shared.messaging import subscriber
 
 
@@ -12,7 +17,17 @@ def build_router(service: InvoiceService) -> KafkaRouter:
     router = KafkaRouter()
 
     @subscriber(router, topics.INVOICE_REQUESTED, group="cfdi-builder.build")
-    async def on_invoice_requested(event: InvoiceRequested) -> None:
+    async def on_invoice_requested(payload: dict[str, Any]) -> None:
+        # validated here rather than by FastStream: producers writing straight to Kafka get the
+        # same coded errors as a 422, on a rejected invoice, instead of a dead letter
+        try:
+            event = InvoiceRequested.model_validate(payload)
+        except ValidationError as exc:
+            errors = [{**e, "loc": e["loc"][1:]} if e["loc"][:1] == ("request",) else e for e in exc.errors()]
+            problems = [Problem(p["code"], p["message"], p["source"], p["path"]) for p in validation_problems(errors)]
+            if not await service.on_invalid_request(payload, problems):
+                raise PoisonMessage(f"invoice.requested sin emisor conocido o sin invoice_id: {exc.error_count()} errores") from None
+            return
         await service.on_requested(event)
 
     @subscriber(router, *topics.STATUS_TOPICS, group="cfdi-builder.timeline")

@@ -56,6 +56,25 @@ class InvoiceInvalid(Exception):
         self.problems = problems
 
 
+class IdempotencyConflict(Exception):
+    """The idempotency key was already used for a different request."""
+
+    def __init__(self, invoice_id: str) -> None:
+        super().__init__(invoice_id)
+        self.invoice_id = invoice_id
+
+
+IDEMPOTENCY_CONFLICT = Problem(
+    "TIMBRA_IDEMPOTENCY_CONFLICT",
+    "La llave de idempotencia ya se usó con otra solicitud distinta; usa una llave nueva para una factura nueva.",
+    path="idempotency_key",
+)
+
+
+def same_request(stored: dict[str, Any] | None, request: InvoiceRequest) -> bool:
+    return stored == request.model_dump(mode="json", by_alias=True)
+
+
 class BuildCfdi(Protocol):
     def __call__(self, request: InvoiceRequest, issuer: dict[str, Any], *, serie: str | None, folio: int | None, now: datetime) -> BuiltCfdi: ...
 
@@ -89,12 +108,14 @@ class InvoiceService:
     # ------------------------------------------------------------------ requests
 
     async def request(self, principal: Principal, request: InvoiceRequest) -> tuple[dict[str, Any], bool]:
-        """Accept an invoice request (HTTP). Returns the invoice and whether it is new."""
+        """Accept an invoice request (HTTP). Returns the invoice and whether it is new; a known
+        idempotency key returns the invoice it created, or raises ``IdempotencyConflict`` when the
+        request differs from the one it was first used with."""
         assert principal.issuer_id
         if request.idempotency_key:
             existing = await self.invoices.by_idempotency_key(principal.issuer_id, request.idempotency_key)
             if existing:
-                return existing, False
+                return self._replayed(existing, request), False
         invoice_id = new_id("inv_")
         event = InvoiceRequested(invoice_id=invoice_id, issuer_id=principal.issuer_id, request=request, livemode=principal.livemode, source="http")
         doc = self._new_invoice(event)
@@ -108,9 +129,15 @@ class InvoiceService:
         except DuplicateKeyError:
             existing = await self.invoices.by_idempotency_key(principal.issuer_id, request.idempotency_key or "")
             if existing:
-                return existing, False
+                return self._replayed(existing, request), False
             raise
         return doc, True
+
+    @staticmethod
+    def _replayed(existing: dict[str, Any], request: InvoiceRequest) -> dict[str, Any]:
+        if not same_request(existing.get("request"), request):
+            raise IdempotencyConflict(existing["_id"])
+        return existing
 
     def _new_invoice(self, event: InvoiceRequested) -> dict[str, Any]:
         now = utcnow()
@@ -121,6 +148,8 @@ class InvoiceService:
             "source": event.source,
             "idempotency_key": event.request.idempotency_key,
             "request": event.request.model_dump(mode="json", by_alias=True),
+            "customer_id": event.request.customer_id,
+            "customer_rfc": event.request.customer.rfc.upper() if event.request.customer else None,
             "status": InvoiceStatus.REQUESTED.value,
             "status_rank": 0,
             "timeline": [{"status": "requested", "at": event.occurred_at, "service": "cfdi-builder"}],
@@ -136,14 +165,17 @@ class InvoiceService:
         existing = await self.invoices.get(event.invoice_id)
         if existing is None and event.request.idempotency_key:
             twin = await self.invoices.by_idempotency_key(event.issuer_id, event.request.idempotency_key)
-            if twin is not None:
+            if twin is not None and same_request(twin.get("request"), event.request):
                 log.info("invoice.duplicate_request", invoice_id=event.invoice_id, original=twin["_id"])
+                return
+            if twin is not None:  # produced straight onto Kafka: no one to answer 409, so it becomes a rejected invoice
+                await self._reject_new(event, [IDEMPOTENCY_CONFLICT], idempotency_key=None)
                 return
         if existing is not None and existing["issuer_id"] != event.issuer_id:
             log.error("invoice.issuer_mismatch", invoice_id=event.invoice_id)
             return
         issuer = await self.issuers.get(event.issuer_id)
-        if issuer is None and utcnow() - event.occurred_at < ISSUER_WAIT:
+        if issuer is None and abs(utcnow() - event.occurred_at) < ISSUER_WAIT:  # abs: a producer's clock ahead must not block the partition
             raise RetryLater(f"issuer {event.issuer_id} not yet projected")
         request, problems, missing = await self._resolve(event, issuer)
         if any(_fresh(i, self.catalog_wait) for i in missing) and utcnow() - event.occurred_at < self.catalog_wait:
@@ -176,10 +208,39 @@ class InvoiceService:
                 return
             await self.invoices.apply_status(
                 event.invoice_id, InvoiceStatus.BUILT, at=utcnow(), service="cfdi-builder",
-                fields={"serie": built.summary.serie, "folio": built.summary.folio, "total": str(built.summary.total), "summary": built.summary.model_dump(mode="json")},
+                fields={"serie": built.summary.serie, "folio": built.summary.folio, "total": str(built.summary.total), "summary": built.summary.model_dump(mode="json"),
+                        "customer_rfc": built.summary.rfc_receptor},
                 session=tx.session,
             )
             tx.emit(InvoiceBuilt(invoice_id=event.invoice_id, issuer_id=event.issuer_id, summary=built.summary, xml=built.xml.decode()))
+
+        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+
+    async def on_invalid_request(self, payload: dict[str, Any], problems: list[Problem]) -> bool:
+        """A message on ``invoice.requested`` whose envelope names an invoice and a known issuer but
+        whose request is not valid becomes a rejected invoice with the same coded errors as a 422
+        over HTTP. False when it cannot be tied to an issuer (the caller dead-letters it)."""
+        invoice_id, issuer_id = payload.get("invoice_id"), payload.get("issuer_id")
+        if not (isinstance(invoice_id, str) and invoice_id and isinstance(issuer_id, str) and issuer_id):
+            return False
+        existing = await self.invoices.get(invoice_id)
+        if existing is not None:
+            return existing["issuer_id"] == issuer_id  # already recorded (a redelivery), or another issuer's id
+        if await self.issuers.get(issuer_id) is None:
+            return False
+        raw = payload.get("request") if isinstance(payload.get("request"), dict) else {}
+        kind = raw.get("type") if raw.get("type") in ("I", "E", "T", "P") else "I"
+        event = InvoiceRequested(invoice_id=invoice_id, issuer_id=issuer_id, request=InvoiceRequest(type=kind), livemode=payload.get("livemode") is True, source="kafka")
+        await self._reject_new(event, problems, idempotency_key=None)
+        return True
+
+    async def _reject_new(self, event: InvoiceRequested, problems: list[Problem], *, idempotency_key: str | None) -> None:
+        doc = self._new_invoice(event)
+        doc["idempotency_key"] = idempotency_key
+
+        async def work(tx: Transaction) -> None:
+            await self.invoices.insert(doc, session=tx.session)
+            self._reject(tx, event, problems)
 
         await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
 

@@ -13,6 +13,9 @@ from timbra_cfdi_builder.domain.invoice import FINAL, IN_FLIGHT, RANK, InvoiceSt
 from timbra_shared.ids import utcnow
 
 
+LIST_PROJECTION = {"xml": 0, "summary": 0, "trace": 0, "request.items": 0, "request.ticket_ids": 0, "request.related": 0}
+
+
 class InvoiceRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self.invoices = db.invoices
@@ -28,6 +31,10 @@ class InvoiceRepository:
             IndexModel([("issuer_id", ASCENDING), ("created_at", DESCENDING)]),
             IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
             IndexModel([("uuid", ASCENDING)], sparse=True),
+            # GET /v1/invoices: every filter is tenant-scoped and pages newest first
+            *[IndexModel([("issuer_id", ASCENDING), *([(f, ASCENDING)] if f else []), ("created_at", DESCENDING), ("_id", DESCENDING)], name=f"list_{f or 'all'}")
+              for f in (None, "status", "customer_rfc", "customer_id")],
+            IndexModel([("issuer_id", ASCENDING), ("serie", ASCENDING), ("folio", ASCENDING)], name="list_serie_folio"),
         ])
 
     async def insert(self, doc: dict[str, Any], session: AsyncClientSession | None = None) -> None:
@@ -42,13 +49,22 @@ class InvoiceRepository:
     async def by_idempotency_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
         return await self.invoices.find_one({"issuer_id": issuer_id, "idempotency_key": key})
 
-    async def page(self, issuer_id: str, *, status: str | None, limit: int, before: str | None) -> list[dict[str, Any]]:
+    async def page(self, issuer_id: str, *, limit: int, after: dict[str, Any] | None = None, **filters: Any) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the issuer's invoices, newest first, and whether more follow. ``filters``:
+        ``status``, ``customer_rfc``, ``customer_id``, ``serie``, ``folio``, ``uuid``, ``type``,
+        ``idempotency_key`` (equality, ``None`` = any), ``created_from`` (inclusive) and
+        ``created_to`` (exclusive). ``after`` is the last invoice of the previous page."""
         query: dict[str, Any] = {"issuer_id": issuer_id}
-        if status:
-            query["status"] = status
-        if before:
-            query["_id"] = {"$lt": before}
-        return await self.invoices.find(query, projection={"request": 0, "xml": 0}).sort("_id", DESCENDING).limit(limit).to_list(None)
+        created_from, created_to = filters.pop("created_from", None), filters.pop("created_to", None)
+        if filters.get("type"):
+            query["request.type"] = filters.pop("type")
+        query.update({k: v for k, v in filters.items() if v is not None})
+        if created_from or created_to:
+            query["created_at"] = {**({"$gte": created_from} if created_from else {}), **({"$lt": created_to} if created_to else {})}
+        if after is not None:
+            query = {"$and": [query, {"$or": [{"created_at": {"$lt": after["created_at"]}}, {"created_at": after["created_at"], "_id": {"$lt": after["_id"]}}]}]}
+        docs = await self.invoices.find(query, projection=LIST_PROJECTION).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list(None)
+        return docs[:limit], len(docs) > limit
 
     async def apply_status(
         self,
