@@ -23,7 +23,7 @@ help:
 	@echo "make up        run the whole platform locally (Ctrl-C stops it); ARGS='--only ...'"
 	@echo "make down      stop what 'make up' started"
 	@echo "make test      the test suite (PYTEST_ARGS='-k ...'); make test-chaos: the long chaos scenarios"
-	@echo "make bench     the pipeline benchmark"
+	@echo "make bench     the load benchmark (ARGS='--invoices 20000 --compare'); docs/performance.md"
 
 install: system-deps
 	@if [ ! -x "$(PY)" ]; then \
@@ -90,9 +90,6 @@ test: install
 test-chaos: install
 	$(VENV)/bin/pytest -m chaos $(PYTEST_ARGS)
 
+# The issue-12 load benchmark (docs/performance.md): ARGS='--invoices 20000', '--compare', '--profile DIR'.
 bench: install
-	@if [ -f bench/bench_pipeline.py ]; then \
-	  $(PY) bench/bench_pipeline.py $(ARGS); \
-	else \
-	  echo "bench/bench_pipeline.py does not exist yet" >&2; exit 1; \
-	fi
+	$(PY) bench/bench_load.py $(ARGS)

@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/bench_load.py [--invoices 2000] [--issuers 50] [--no-double]
                                          [--offered 100 --offered-seconds 30] [--via kafka|http]
-                                         [--profile DIR]
+                                         [--compare] [--profile DIR] [--env NAME=VALUE]
 
-`make bench` runs it with the defaults. It starts its own platform (``make up``'s processes on
-free ports in a temporary folder: real mongod, tansu, every service, the sandbox PAC and the SMTP
-sink), onboards ``--issuers`` issuers (each its own CSD and credits), and then:
+`make bench` runs it (ARGS='...' passes options; the issue's full run is ``--invoices 20000``).
+It starts its own platform (``make up``'s processes on free ports in a temporary folder: real
+mongod, tansu, every service, the sandbox PAC and the SMTP sink), onboards ``--issuers`` issuers
+(each its own CSD and credits), and then:
 
 1. **burst** of ``--invoices`` requests with realistic variety (1–30 concepts, mixed taxes: IVA
    16 %, 0 % and exento, IEPS, ISR and IVA withholdings; personas morales and físicas; some
@@ -17,14 +18,21 @@ sink), onboards ``--issuers`` issuers (each its own CSD and credits), and then:
 3. **offered load**: ``--offered`` requests per second for ``--offered-seconds`` (0 skips it),
    to see the latency requested -> stamped when the platform is not saturated.
 
+``--compare`` first runs everything on a platform with batching switched off
+(``TIMBRA_BATCH_CONSUME=0 TIMBRA_GROUP_COMMIT=0``: FastStream's message-at-a-time consumers and
+one transaction per event, as before docs/performance.md's changes), then on the defaults, and
+prints both side by side (same machine, minutes apart: compare ratios, not absolute figures).
+
 Requests enter as ``InvoiceRequested`` events on ``invoice.requested`` (``--via kafka``, the
 path Kafka producers use; the HTTP API writes the same event through its outbox) or through the
 public HTTP API (``--via http``, 50 concurrent clients). Every figure comes from the builder's
 read model (each step's time is the time of the event that produced it), CPU time from psutil
-on each process (services, sandbox PAC, SMTP sink, mongod, tansu). ``--profile DIR`` records a
-py-spy profile (speedscope JSON and a top-functions summary) of the busiest services during the
-first burst. The last line is ``throughput_stamped_per_s=<number>`` (the first burst's sustained
-requested -> stamped rate).
+on each process (services, sandbox PAC, SMTP sink, mongod, tansu), counted from the first
+request until every invoice is final, divided by the invoices stamped. ``--profile DIR`` records
+a py-spy profile (speedscope JSON, and a summary of the functions at the top of the stack) of
+the pipeline's services during the first burst. The last line is
+``throughput_stamped_per_s=<number>``: the first burst's sustained requested -> stamped rate
+(10 %–90 % of the stamps).
 """
 
 import argparse
@@ -32,6 +40,7 @@ import asyncio
 import os
 import random
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -246,7 +255,7 @@ class Bench:
         if not self.args.profile:
             return []
         os.makedirs(self.args.profile, exist_ok=True)
-        spy = os.path.join(os.path.dirname(os.path.abspath(os.sys.executable)), "py-spy")
+        spy = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "py-spy")
         runs = []
         for name in PROFILED:
             proc = self.procs.procs.get(name)
@@ -373,27 +382,31 @@ async def onboard_all(client: TimbraClient, count: int, credits: int) -> list[Is
     return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
-async def run(args: argparse.Namespace) -> None:
-    extra_env = dict(kv.split("=", 1) for kv in args.env)
+BEFORE_ENV = {"TIMBRA_BATCH_CONSUME": "0", "TIMBRA_GROUP_COMMIT": "0"}
+
+
+async def measure(args: argparse.Namespace, extra_env: dict[str, str], label: str = "") -> dict[str, Any]:
+    """One platform, its phases; returns the figures of the first burst (and of the others)."""
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="timbra-bench-load-") as folder:
         config = PlatformConfig.for_tests(folder, partitions=args.partitions, extra_env=extra_env)
         t0 = time.monotonic()
         async with Platform(config) as platform, TimbraClient(platform.url("ingress"), platform.admin_key, timeout=120) as client:
-            print(f"platform up in {time.monotonic() - t0:.0f} s ({args.partitions} partitions per topic, {psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
-                  + (f"; env {extra_env}" if extra_env else ""))
+            print(f"\n===== {label or 'platform'}: up in {time.monotonic() - t0:.0f} s ({args.partitions} partitions per topic, {psutil.cpu_count()} CPUs, "
+                  f"load average {os.getloadavg()[0]:.1f})" + (f"; env {extra_env}" if extra_env else ""), flush=True)
             total = args.invoices * (3 if not args.no_double else 1) + int(args.offered * args.offered_seconds) + 100
             issuers = await onboard_all(client, args.issuers, credits=total)
             bench = Bench(platform, client, issuers, args)
             await bench.start()
             try:
                 warm = await bench.send(bench.requests(20))
-                await bench.wait(warm, timeout=120)
+                await bench.wait(warm, timeout=300)
                 print(f"{len(issuers)} issuers onboarded, warm-up done ({time.monotonic() - t0:.0f} s)")
-                first = await bench.burst(args.invoices, "burst", profile=bool(args.profile))
+                first = out["burst"] = await bench.burst(args.invoices, "burst", profile=bool(args.profile))
                 if args.profile:
                     summarize_profiles(args.profile)
                 if not args.no_double:
-                    second = await bench.burst(args.invoices * 2, "doubling (2N)")
+                    second = out["double"] = await bench.burst(args.invoices * 2, "doubling (2N)")
                     print("\ndoubling N -> 2N:")
                     print(f"  sustained requested->stamped {first['stamped_steady']:.1f}/s -> {second['stamped_steady']:.1f}/s; "
                           f"requested->emailed {first['emailed_steady']:.1f}/s -> {second['emailed_steady']:.1f}/s")
@@ -403,12 +416,35 @@ async def run(args: argparse.Namespace) -> None:
                         if a > 0.05:
                             print(f"  CPU ms/invoice {name:<15} {a:7.1f} -> {b:7.1f}  (x{b / a if a else float('nan'):.2f})")
                 if args.offered > 0:
-                    result = await bench.offered(args.offered, args.offered_seconds)
+                    result = out["offered"] = await bench.offered(args.offered, args.offered_seconds)
                     p99 = _pct(result["latencies"]["requested->stamped"], 99)
                     print(f"  p99 requested->stamped at {args.offered:.0f}/s offered: {p99 * 1000:.0f} ms (target < 2000 ms)")
-                print(f"throughput_stamped_per_s={first['stamped_steady']:.1f}")
             finally:
                 await bench.close()
+    return out
+
+
+def side_by_side(before: dict[str, Any], after: dict[str, Any]) -> None:
+    b, a = before["burst"], after["burst"]
+    print("\n===== before (TIMBRA_BATCH_CONSUME=0 TIMBRA_GROUP_COMMIT=0) vs after (defaults), first burst:")
+    rows = [("requested->stamped /s (steady)", b["stamped_steady"], a["stamped_steady"]), ("requested->emailed /s (steady)", b["emailed_steady"], a["emailed_steady"])]
+    for stage in ("requested->stamped", "requested->emailed", *(f"{x}->{y}" for x, y in STAGES)):
+        rows.append((f"{stage} p50 ms", _pct(b["latencies"][stage], 50) * 1000, _pct(a["latencies"][stage], 50) * 1000))
+    for name in sorted(b["cpu"], key=lambda n: -b["cpu"][n]):
+        rows.append((f"CPU ms/invoice {name}", b["cpu"][name] * 1000 / max(1, b["stamped"]), a["cpu"].get(name, 0.0) * 1000 / max(1, a["stamped"])))
+    rows.append(("CPU ms/invoice total", sum(b["cpu"].values()) * 1000 / max(1, b["stamped"]), sum(a["cpu"].values()) * 1000 / max(1, a["stamped"])))
+    print(f"  {'':<36} {'before':>10} {'after':>10} {'after/before':>12}")
+    for name, x, y in rows:
+        print(f"  {name:<36} {x:10.1f} {y:10.1f} {y / x if x else float('nan'):12.2f}")
+
+
+async def run(args: argparse.Namespace) -> None:
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
+    before = await measure(args, {**extra_env, **BEFORE_ENV}, "before: message at a time") if args.compare else None
+    after = await measure(args, extra_env, "after: batches" if args.compare else "")
+    if before is not None:
+        side_by_side(before, after)
+    print(f"throughput_stamped_per_s={after['burst']['stamped_steady']:.1f}")
 
 
 def summarize_profiles(folder: str, top: int = 12) -> None:
@@ -445,6 +481,7 @@ def summarize_profiles(folder: str, top: int = 12) -> None:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=2000, help="requests in the first burst (the doubling run sends twice as many)")
     parser.add_argument("--issuers", type=int, default=50)
@@ -457,6 +494,7 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR", help="py-spy the busiest services during the first burst; speedscope files and summaries go to DIR")
     parser.add_argument("--profile-seconds", type=int, default=30)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--compare", action="store_true", help="run a platform with batching off (TIMBRA_BATCH_CONSUME=0 TIMBRA_GROUP_COMMIT=0) first, then the defaults, and print both side by side")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every process (e.g. TIMBRA_CONSUMER_WORKERS=3)")
     asyncio.run(run(parser.parse_args()))
 

@@ -6,19 +6,19 @@ from timbra_billing.adapters.payments import PaymentRepository
 from timbra_billing.service import CreditGate
 from timbra_shared import topics
 from timbra_shared.events import InvoiceSealed, InvoiceStamped, InvoiceStampFailed, IssuerProfileChanged
-from timbra_shared.messaging import subscriber
+from timbra_shared.messaging import batch_subscriber, subscriber
 
 
 def build_router(gate: CreditGate, payments: PaymentRepository) -> KafkaRouter:
     router = KafkaRouter()
 
-    @subscriber(router, topics.INVOICE_SEALED, group="billing.gate")
-    async def on_invoice_sealed(event: InvoiceSealed) -> None:
-        await gate.reserve(event)
+    @batch_subscriber(router, topics.INVOICE_SEALED, group="billing.gate", model=InvoiceSealed)
+    async def on_invoices_sealed(events: list[InvoiceSealed]) -> None:
+        await gate.reserve_many(events)
 
-    @subscriber(router, topics.INVOICE_STAMPED, group="billing.commit")
-    async def on_invoice_stamped(event: InvoiceStamped) -> None:
-        await gate.commit(event)
+    @batch_subscriber(router, topics.INVOICE_STAMPED, group="billing.commit", model=InvoiceStamped)
+    async def on_invoices_stamped(events: list[InvoiceStamped]) -> None:
+        await gate.commit_many(events)
 
     @subscriber(router, topics.INVOICE_STAMP_FAILED, group="billing.release")
     async def on_invoice_stamp_failed(event: InvoiceStampFailed) -> None:

@@ -2,6 +2,7 @@
 (grants, adjustments, expiry with FIFO consumption), low-balance alerts and the books check."""
 
 import calendar
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -11,7 +12,8 @@ from timbra_shared.errors import ApiError
 from timbra_shared.events import ErrorDetail, InvoiceFunded, InvoiceRejected, InvoiceSealed, InvoiceStamped, InvoiceStampFailed, NotificationRequested
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
-from timbra_shared.mongo import Store, Transaction
+from timbra_shared.messaging import trace_of
+from timbra_shared.mongo import Store, Transaction, Unit
 
 log = get_logger(__name__)
 
@@ -41,6 +43,18 @@ class CreditGate:
     # ------------------------------------------------------------------ the gate
 
     async def reserve(self, event: InvoiceSealed) -> None:
+        await self.store.transact(self._reserving(event), dedupe=f"{event.event_type}:{event.invoice_id}")
+
+    async def reserve_many(self, events: list[InvoiceSealed]) -> None:
+        """Reserve the credits of a consumed batch in one transaction (each event keeps its dedupe)."""
+        await self.store.transact_many([Unit(self._reserving(e), dedupe=f"{e.event_type}:{e.invoice_id}", trace=trace_of(e)) for e in events])
+
+    async def commit_many(self, events: list[InvoiceStamped]) -> None:
+        await self.store.transact_many([
+            Unit(self._settling(e.invoice_id, e.issuer_id, "committed", Entry.COMMIT), dedupe=f"{e.event_type}:{e.invoice_id}", trace=trace_of(e)) for e in events
+        ])
+
+    def _reserving(self, event: InvoiceSealed) -> Callable[[Transaction], Awaitable[None]]:
         async def work(tx: Transaction) -> None:
             if await self.repo.reservation(event.invoice_id, session=tx.session):
                 return
@@ -63,7 +77,7 @@ class CreditGate:
             tx.emit(InvoiceFunded(invoice_id=event.invoice_id, issuer_id=event.issuer_id, summary=event.summary, xml=event.xml, reservation_id=reservation_id))
             await self._alerts(tx, account)
 
-        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+        return work
 
     async def commit(self, event: InvoiceStamped) -> None:
         await self._settle(event.event_type, event.invoice_id, event.issuer_id, "committed", Entry.COMMIT)
@@ -72,6 +86,9 @@ class CreditGate:
         await self._settle(event.event_type, event.invoice_id, event.issuer_id, "released", Entry.RELEASE)
 
     async def _settle(self, event_type: str, invoice_id: str, issuer_id: str, state: str, entry: Entry) -> None:
+        await self.store.transact(self._settling(invoice_id, issuer_id, state, entry), dedupe=f"{event_type}:{invoice_id}")
+
+    def _settling(self, invoice_id: str, issuer_id: str, state: str, entry: Entry) -> Callable[[Transaction], Awaitable[None]]:
         async def work(tx: Transaction) -> None:
             reservation = await self.repo.settle(invoice_id, state, session=tx.session)
             if not reservation:
@@ -88,7 +105,7 @@ class CreditGate:
                     )
                     await self._alerts(tx, account)
 
-        await self.store.transact(work, dedupe=f"{event_type}:{invoice_id}")
+        return work
 
     # ------------------------------------------------------------------ packages
 

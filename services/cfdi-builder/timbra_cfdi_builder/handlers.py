@@ -10,7 +10,7 @@ from timbra_shared import topics
 from timbra_shared.events import CancellationEscalated, CancellationEvent, CustomerChanged, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
 from timbra_shared.errors import PoisonMessage, Problem
 from timbra_shared.http import validation_problems
-from timbra_shared.messaging import subscriber
+from timbra_shared.messaging import batch_subscriber, subscriber
 
 
 def build_router(service: InvoiceService) -> KafkaRouter:
@@ -30,9 +30,9 @@ def build_router(service: InvoiceService) -> KafkaRouter:
             return
         await service.on_requested(event)
 
-    @subscriber(router, *topics.STATUS_TOPICS, group="cfdi-builder.timeline")
-    async def on_invoice_status(event: StatusEvent) -> None:
-        await service.on_status(event)
+    @batch_subscriber(router, *topics.STATUS_TOPICS, group="cfdi-builder.timeline", model=StatusEvent)
+    async def on_invoice_statuses(events: list[StatusEvent]) -> None:
+        await service.on_statuses(events)
 
     @subscriber(router, *topics.CANCELLATION_EVENT_TOPICS, group="cfdi-builder.cancellations")
     async def on_cancellation(event: CancellationEvent) -> None:

@@ -35,6 +35,7 @@ from timbra_shared.events import (
 )
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
+from timbra_shared.messaging import trace_of
 from timbra_shared.mongo import Store, Transaction
 from timbra_shared.telemetry import attached, carrier_from_current, current_trace_id
 
@@ -328,6 +329,20 @@ class InvoiceService:
 
     async def on_status(self, event: Envelope) -> None:
         """Every pipeline event lands on the invoice's timeline, once."""
+        invoice_id, status, at, service, fields = self._status_change(event)
+        changed = await self.invoices.apply_status(invoice_id, status, at=at, service=service, fields=fields)
+        if changed:
+            structlog.contextvars.bind_contextvars(invoice_id=event.invoice_id)
+            log.info("invoice.status", status=STATUS_OF_TOPIC[event.event_type].value)
+
+    async def on_statuses(self, events: list[Envelope]) -> None:
+        """:meth:`on_status` for a consumed batch: one bulk write."""
+        await self.invoices.apply_statuses([self._status_change(e) for e in events])
+        for event in events:
+            with attached(trace_of(event)):
+                log.info("invoice.status", status=STATUS_OF_TOPIC[event.event_type].value, invoice_id=event.invoice_id)
+
+    def _status_change(self, event: Envelope) -> tuple[str, InvoiceStatus, datetime, str, dict[str, Any]]:
         status = STATUS_OF_TOPIC[event.event_type]
         fields: dict[str, Any] = {}
         uuid = getattr(event, "uuid", None)
@@ -338,10 +353,7 @@ class InvoiceService:
             fields["errors"] = [e.model_dump() for e in errors or []]
             fields["message"] = getattr(event, "message", None)
         service = getattr(event, "service", None) or SERVICE_OF_STATUS.get(status, "")
-        changed = await self.invoices.apply_status(event.invoice_id, status, at=event.occurred_at, service=service, fields=fields)
-        if changed:
-            structlog.contextvars.bind_contextvars(invoice_id=event.invoice_id)
-            log.info("invoice.status", status=status.value)
+        return event.invoice_id, status, event.occurred_at, service, fields
 
     async def on_cancellation(self, event: CancellationChange) -> None:
         """Each cancellation step lands on the timeline (``cancellation_pending``, ``…_accepted``,

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,7 +58,8 @@ from timbra_shared.events import (
 )
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
-from timbra_shared.mongo import Store, Transaction
+from timbra_shared.messaging import trace_of
+from timbra_shared.mongo import Store, Transaction, Unit
 
 log = get_logger(__name__)
 
@@ -737,7 +739,20 @@ class IssuerService:
     # ------------------------------------------------------------------ sealing
 
     async def seal(self, event: InvoiceBuilt) -> None:
-        issuer = await self.repo.get(event.issuer_id)
+        await self.store.transact(await self._sealing(event), dedupe=f"{event.event_type}:{event.invoice_id}")
+
+    async def seal_many(self, events: list[InvoiceBuilt]) -> None:
+        """Seal a consumed batch and commit it in one transaction (each event keeps its dedupe)."""
+        looked_up: dict[tuple[str, str], Any] = {}  # issuer and CSD per issuer, read once per batch
+        units = [Unit(await self._sealing(event, looked_up), dedupe=f"{event.event_type}:{event.invoice_id}", trace=trace_of(event)) for event in events]
+        await self.store.transact_many(units)
+
+    async def _sealing(self, event: InvoiceBuilt, looked_up: dict[tuple[str, str], Any] | None = None) -> Callable[[Transaction], Awaitable[None]]:
+        """Seal ``event``'s CFDI (or find why not); returns the unit of work that records it."""
+        cache = {} if looked_up is None else looked_up
+        if ("issuer", event.issuer_id) not in cache:
+            cache[("issuer", event.issuer_id)] = await self.repo.get(event.issuer_id)
+        issuer = cache[("issuer", event.issuer_id)]
         problems: list[Problem] = []
         csd = None
         if issuer is None:
@@ -745,7 +760,9 @@ class IssuerService:
         else:
             problems = missing_acceptances(issuer.get("acceptances", {}))
             if not problems:
-                csd, problem = await self.active_csd(event.issuer_id, utcnow())
+                if ("csd", event.issuer_id) not in cache:
+                    cache[("csd", event.issuer_id)] = await self.active_csd(event.issuer_id, utcnow())
+                csd, problem = cache[("csd", event.issuer_id)]
                 if problem:
                     problems = [problem]
                 elif csd.rfc != issuer["rfc"]:
@@ -784,4 +801,4 @@ class IssuerService:
                 no_certificado=csd.serial,
             ))
 
-        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+        return work

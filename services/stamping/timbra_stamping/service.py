@@ -26,6 +26,7 @@ from timbra_shared.cfdi import parse_xml
 from timbra_shared.events import DeadLetter, ErrorDetail, InvoiceFunded, InvoiceStamped, InvoiceStampFailed
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
+from timbra_shared.messaging import trace_of
 from timbra_shared.mongo import DUPLICATE, Store, Transaction
 from timbra_shared.telemetry import attached, carrier_from_current, tracer
 from timbra_stamping.adapters.repository import DEAD, FAILED, PENDING, STAMPED
@@ -86,29 +87,43 @@ class StampingService:
     # ------------------------------------------------------------------ intake (Kafka handler)
     async def accept(self, event: InvoiceFunded) -> None:
         """Record the invoice's stamp job and hand it to a worker; a redelivery is a no-op."""
+        await self.accept_many([event])
+
+    async def accept_many(self, events: list[InvoiceFunded]) -> None:
+        """Record the stamp jobs of a consumed batch with one write, and hand the new ones to the
+        workers while the local queue has room (the scheduler takes the rest)."""
         now = self.clock()
-        due = deadline_of(event.xml, now)
-        fast = not self.queue.full()
-        doc = {
-            "_id": event.invoice_id,
-            "issuer_id": event.issuer_id,
-            "pac": self.pacs.name_for(event.issuer_id),
-            "state": PENDING,
-            "attempts": 0,
-            "maybe_stamped": False,
-            "next_attempt_at": now,
-            "deadline": due,
-            "fail_at": due - timedelta(seconds=self.config.deadline_margin_s),
-            "lease_owner": self.owner if fast else None,
-            "lease_until": now + timedelta(seconds=self.config.effective_lease_s) if fast else None,
-            "event": event.model_dump(mode="json"),
-            "trace": carrier_from_current(),
-            "created_at": now,
-            "updated_at": now,
-            "history": [],
-        }
-        if await self.jobs.create(doc) and fast:
-            self.queue.put_nowait(doc)
+        room = self.queue.maxsize - self.queue.qsize()
+        docs: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for event in events:
+            if event.invoice_id in seen:  # repeated within the batch: the first one counts
+                continue
+            seen.add(event.invoice_id)
+            due = deadline_of(event.xml, now)
+            fast = len(docs) < room
+            docs.append({
+                "_id": event.invoice_id,
+                "issuer_id": event.issuer_id,
+                "pac": self.pacs.name_for(event.issuer_id),
+                "state": PENDING,
+                "attempts": 0,
+                "maybe_stamped": False,
+                "next_attempt_at": now,
+                "deadline": due,
+                "fail_at": due - timedelta(seconds=self.config.deadline_margin_s),
+                "lease_owner": self.owner if fast else None,
+                "lease_until": now + timedelta(seconds=self.config.effective_lease_s) if fast else None,
+                "event": event.model_dump(mode="json"),
+                "trace": trace_of(event) or carrier_from_current(),
+                "created_at": now,
+                "updated_at": now,
+                "history": [],
+            })
+        created = await self.jobs.create_many(docs)
+        for doc in docs:
+            if doc["_id"] in created and doc["lease_owner"] is not None and not self.queue.full():
+                self.queue.put_nowait(doc)
 
     # ------------------------------------------------------------------ one attempt
     def breaker(self, pac: str) -> CircuitBreaker:
@@ -204,7 +219,7 @@ class StampingService:
                 uuid=result.uuid, fecha_timbrado=result.fecha_timbrado, xml=result.xml.decode(), pac=job["pac"],
             ))
 
-        if await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}") is not DUPLICATE:
+        if await self.store.transact_grouped(work, dedupe=f"{event.event_type}:{event.invoice_id}") is not DUPLICATE:
             self.outcomes.labels(outcome).inc()
             self.step.observe((now - _aware(job["created_at"])).total_seconds())
 
@@ -216,7 +231,7 @@ class StampingService:
                                    {"at": now, "outcome": outcome, "error": f"{error.code}: {error.message}"[:300]}, session=tx.session)
             tx.emit(InvoiceStampFailed(invoice_id=event.invoice_id, issuer_id=event.issuer_id, message=error.message, errors=[error]))
 
-        if await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}") is not DUPLICATE:
+        if await self.store.transact_grouped(work, dedupe=f"{event.event_type}:{event.invoice_id}") is not DUPLICATE:
             self.outcomes.labels(outcome).inc()
             log.warning("stamp.failed", invoice_id=event.invoice_id, code=error.code, outcome=outcome)
 

@@ -111,6 +111,10 @@ class FakeInvoiceRepository:
         doc["updated_at"] = utcnow()
         return True
 
+    async def apply_statuses(self, changes: list[tuple[str, InvoiceStatus, datetime, str, dict[str, Any]]]) -> int:
+        self.bulk_calls = getattr(self, "bulk_calls", 0) + 1
+        return sum([await self.apply_status(i, s, at=a, service=v, fields=f) for i, s, a, v, f in changes])
+
     async def stuck(self, *, older_than: timedelta, limit: int = 500) -> list[dict[str, Any]]:
         now = utcnow()
         return [

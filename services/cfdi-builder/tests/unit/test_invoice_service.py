@@ -270,3 +270,17 @@ async def test_sweeper_backoff_doubles_and_is_capped(service, fakes, previous, f
 async def test_sweeper_with_nothing_stuck(service, fakes):
     assert await service.sweep_once() == 0
     assert fakes.redrives.commands == [] and fakes.invoices.redriven == []
+
+
+async def test_a_batch_of_statuses_is_one_bulk_write_in_order(service, fakes):
+    summary = InvoiceSummary(type="I", rfc_emisor="EKU9003173C9", rfc_receptor="URE180429TM6", nombre_receptor="U", total=Decimal("1"))
+    events = [
+        InvoiceStamped(invoice_id="inv_1", issuer_id="iss_1", summary=summary, uuid="UUID-1", fecha_timbrado="2025-01-01T00:00:00", xml="<x/>", pac="sandbox"),
+        InvoiceRejected(invoice_id="inv_2", issuer_id="iss_1", stage="sealed", service="billing", message="Sin folios", errors=[]),
+        InvoiceEmailed(invoice_id="inv_1", issuer_id="iss_1", recipients=[]),
+    ]
+    await service.on_statuses(events)
+    assert fakes.invoices.bulk_calls == 1
+    calls = [(c["invoice_id"], c["status"], c["service"]) for c in fakes.invoices.status_calls]
+    assert calls == [("inv_1", InvoiceStatus.STAMPED, "stamping"), ("inv_2", InvoiceStatus.REJECTED, "billing"), ("inv_1", InvoiceStatus.EMAILED, "notifier")]
+    assert fakes.invoices.status_calls[0]["fields"] == {"uuid": "UUID-1"}

@@ -61,6 +61,10 @@ class FakeJobRepository:
         self.jobs[doc["_id"]] = copy.deepcopy(doc)
         return True
 
+    async def create_many(self, docs: list[dict[str, Any]]) -> set[str]:
+        self.writes = getattr(self, "writes", 0) + 1
+        return {d["_id"] for d in docs if await self.create(d)}
+
     async def get(self, invoice_id: str, issuer_id: str | None = None) -> dict[str, Any] | None:
         doc = self.jobs.get(invoice_id)
         if doc is None or (issuer_id is not None and doc["issuer_id"] != issuer_id):

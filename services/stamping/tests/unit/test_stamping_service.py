@@ -32,6 +32,15 @@ async def test_accept_records_a_job_and_a_redelivery_is_a_no_op(stamping, jobs, 
     assert pac.calls == []  # the handler never calls the PAC: a slow PAC cannot block the partition
 
 
+async def test_a_batch_of_funded_events_is_one_write_with_its_duplicates_ignored(stamping, jobs, pac):
+    await stamping.accept(funded("inv_0"))  # delivered earlier
+    await stamping.accept_many([funded("inv_0"), funded("inv_1"), funded("inv_2"), funded("inv_1")])
+    assert sorted(jobs.jobs) == ["inv_0", "inv_1", "inv_2"]
+    assert jobs.writes == 2  # one insert for the whole batch
+    assert [stamping.queue.get_nowait()["_id"] for _ in range(stamping.queue.qsize())] == ["inv_0", "inv_1", "inv_2"]
+    assert pac.calls == []
+
+
 async def test_stamps_once_and_records_the_xml_byte_exact(stamping, store, repo, jobs, pac, registry):
     pac.script = [result()]
     await stamping.accept(funded())

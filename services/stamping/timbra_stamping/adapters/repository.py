@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 PENDING, STAMPED, FAILED, DEAD = "pending", "stamped", "failed", "dead_letter"
 HISTORY = 20  # attempts remembered per job
@@ -53,6 +53,20 @@ class JobRepository:
             return True
         except DuplicateKeyError:
             return False
+
+    async def create_many(self, docs: list[dict[str, Any]]) -> set[str]:
+        """Insert new jobs in one write; returns the ids inserted (the others already had a job)."""
+        if not docs:
+            return set()
+        try:
+            await self.jobs.insert_many(docs, ordered=False)
+            return {d["_id"] for d in docs}
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            refused = {e["index"] for e in errors}
+            return {d["_id"] for index, d in enumerate(docs) if index not in refused}
 
     async def get(self, invoice_id: str, issuer_id: str | None = None) -> dict[str, Any] | None:
         query: dict[str, Any] = {"_id": invoice_id}
