@@ -111,7 +111,7 @@ class Api:
 
     def stamped(self, issuer: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         invoice = self.post(issuer, "/v1/invoices", body, wait="true", timeout="25")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # generous: a loaded 2-core machine
         while invoice["status"] not in ("emailed", "rejected", "stamp_failed") and time.monotonic() < deadline:
             time.sleep(0.3)
             invoice = self.get(issuer, f"/v1/invoices/{invoice['id']}")

@@ -75,6 +75,33 @@ class RelatedIn(Contract):
     uuids: list[str] = Field(min_length=1)
 
 
+class PaymentDocumentIn(Contract):
+    """A DoctoRelacionado of Pagos 2.0: the PPD invoice this payment (partly) settles."""
+
+    uuid: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")] = Field(description="IdDocumento")
+    serie: str | None = None
+    folio: str | None = None
+    currency: str = Field(default="MXN", description="MonedaDR")
+    exchange: Decimal | None = Field(default=None, gt=0, description="EquivalenciaDR, when MonedaDR differs from the payment's currency")
+    installment: int = Field(ge=1, le=999, description="NumParcialidad")
+    previous_balance: Money = Field(description="ImpSaldoAnt")
+    amount_paid: Annotated[Decimal, Field(gt=0, max_digits=24, decimal_places=6)] = Field(description="ImpPagado")
+    taxability: Literal["01", "02", "03", "04", "05"] = Field(default="02", description="ObjetoImpDR")
+    taxes: list[TaxIn] = Field(default_factory=lambda: [TaxIn(type="IVA", rate=Decimal("0.16"))], description="the document's taxes; with ObjetoImpDR 02 each BaseDR is the paid amount without them")
+
+
+class PaymentIn(Contract):
+    """A Pago of Pagos 2.0 (type P receipts)."""
+
+    date: datetime = Field(description="FechaPago; local time, 12:00 when the exact time is unknown")
+    payment_form: Annotated[str, StringConstraints(pattern=r"^\d{2}$")] = Field(description="FormaDePagoP (c_FormaPago, not 99)")
+    currency: str = Field(default="MXN", description="MonedaP")
+    exchange: Decimal | None = Field(default=None, gt=0, description="TipoCambioP")
+    amount: Annotated[Decimal, Field(gt=0, max_digits=24, decimal_places=6)] = Field(description="Monto")
+    operation_number: str | None = Field(default=None, max_length=100, description="NumOperacion")
+    related_documents: list[PaymentDocumentIn] = Field(min_length=1, max_length=500)
+
+
 class InvoiceRequest(Contract):
     """The public request shape (HTTP body of ``POST /v1/invoices`` and payload on ``invoice.requested``)."""
 
@@ -100,6 +127,7 @@ class InvoiceRequest(Contract):
     branch_id: str | None = None
     ticket_id: str | None = None
     ticket_ids: list[str] = Field(default_factory=list, max_length=2000, description="store tickets a global invoice covers")
+    payments: list[PaymentIn] = Field(default_factory=list, max_length=100, description="type P only: the Pagos 2.0 complement")
 
 
 # --------------------------------------------------------------------------- envelope

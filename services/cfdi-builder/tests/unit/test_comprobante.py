@@ -202,10 +202,10 @@ def test_an_unresolved_customer_id_is_not_found(issuer, request_body):
     assert (info.value.problems[0].code, info.value.problems[0].path) == ("TIMBRA_CUSTOMER_NOT_FOUND", "customer_id")
 
 
-def test_payment_receipts_are_not_accepted(issuer, request_body):
+def test_payment_receipts_need_payments(issuer, request_body):
     with pytest.raises(InvoiceInvalid) as info:
         _build(request_body(type="P"), issuer)
-    assert (info.value.problems[0].code, info.value.problems[0].path) == ("TIMBRA_PAGOS_VIA_API_PENDING", "type")
+    assert (info.value.problems[0].code, info.value.problems[0].path) == ("TIMBRA_PAYMENTS_REQUIRED", "payments")
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,16 @@ from timbra_shared.cfdi import (
     CfdiRelacionados,
     Comprobante,
     Concepto,
+    DoctoRelacionado,
     Emisor,
     InformacionGlobal,
+    Pago,
+    Pagos,
     Receptor,
     Retencion,
+    RetencionDR,
     Traslado,
+    TrasladoDR,
     build,
     fecha_local,
     to_xml,
@@ -22,7 +27,7 @@ from timbra_shared.cfdi import (
 from timbra_shared.cfdi.catalogs import moneda_decimales
 from timbra_shared.cfdi.errors import CfdiError
 from timbra_shared.errors import Problem
-from timbra_shared.events import InvoiceRequest, InvoiceSummary, ItemIn, TaxIn
+from timbra_shared.events import InvoiceRequest, InvoiceSummary, ItemIn, PaymentIn, TaxIn
 
 IMPUESTO = {"ISR": "001", "IVA": "002", "IEPS": "003"}
 PUBLICO_EN_GENERAL = "XAXX010101000"
@@ -131,22 +136,31 @@ def _problems(error: CfdiError) -> list[Problem]:
 
 
 def build_cfdi(request: InvoiceRequest, issuer: dict[str, Any], *, serie: str | None, folio: int | None, now: datetime) -> BuiltCfdi:
-    if request.type == "P":
-        raise InvoiceInvalid([Problem("TIMBRA_PAGOS_VIA_API_PENDING", "Los recibos de pago (tipo P) aún no se aceptan por este endpoint.", path="type")])
     # customer_id and items[].product_id are resolved by the service against the catalog projection
     if request.customer_id and request.customer is None:
         raise InvoiceInvalid([Problem("TIMBRA_CUSTOMER_NOT_FOUND", f"El cliente {request.customer_id} no existe.", path="customer_id")])
-    if not request.items:
+    payment = request.type == "P"
+    if payment:
+        if not request.payments:
+            raise InvoiceInvalid([Problem("TIMBRA_PAYMENTS_REQUIRED", "Un recibo de pago (tipo P) necesita al menos un pago con sus documentos relacionados.", path="payments")])
+        if request.items:
+            raise InvoiceInvalid([Problem("TIMBRA_PAYMENT_ITEMS", "Un recibo de pago (tipo P) no lleva conceptos: el concepto «Pago» lo pone Timbra.", path="items")])
+    elif request.payments:
+        raise InvoiceInvalid([Problem("TIMBRA_PAYMENTS_TYPE", "Solo un recibo de pago (tipo P) lleva payments.", path="payments")])
+    elif not request.items:
         raise InvoiceInvalid([Problem("TIMBRA_ITEMS_REQUIRED", "La factura necesita al menos un concepto.", path="items")])
     receptor = _receptor(request, issuer)
+    if payment:
+        receptor.UsoCFDI = "CP01"  # Pagos 2.0: UsoCFDI CP01, Moneda XXX, no FormaPago/MetodoPago
     comprobante = Comprobante(
         Emisor=Emisor(Rfc=issuer["rfc"], Nombre=issuer["legal_name"], RegimenFiscal=issuer["tax_regime"]),
         Receptor=receptor,
         LugarExpedicion=issuer["zip"],
         Conceptos=[_concepto(item, i, _decimals(request.currency)) for i, item in enumerate(request.items)],
         TipoDeComprobante=request.type,
-        Moneda=request.currency,
-        TipoCambio=request.exchange,
+        Moneda="XXX" if payment else request.currency,
+        TipoCambio=None if payment else request.exchange,
+        Pagos=Pagos(Pago=[_pago(p) for p in request.payments]) if payment else None,
         Exportacion=request.export,
         Fecha=fecha_local(issuer["zip"], now),
         Serie=serie,
@@ -178,12 +192,44 @@ def build_cfdi(request: InvoiceRequest, issuer: dict[str, Any], *, serie: str | 
         nombre_receptor=receptor.Nombre,
         total=built.Total,
         currency=request.currency,
-        customer_id=request.customer_id,
+        customer_id=None if payment else request.customer_id,  # the catalog must not remember CP01 as the customer's Uso CFDI
         ticket_id=request.ticket_id,
         use=receptor.UsoCFDI,
         recipients=list(dict.fromkeys(recipients))[:10],
     )
     return BuiltCfdi(xml=xml, summary=summary)
+
+
+def _pago(payment: PaymentIn) -> Pago:
+    """A Pago of Pagos 2.0. With ObjetoImpDR 02 each document's taxes are split out of the amount
+    paid: BaseDR = ImpPagado / (1 + Σ rates), to the cent (base + tax add up to what was paid)."""
+    documents = []
+    for doc in payment.related_documents:
+        paid = Decimal(doc.amount_paid)
+        traslados: list[TrasladoDR] = []
+        retenciones: list[RetencionDR] = []
+        if doc.taxability == "02":
+            rate = sum((Decimal(t.rate or 0) for t in doc.taxes if t.factor == "Tasa" and not t.withholding), Decimal(0))
+            base = (paid / (1 + rate)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            for tax in doc.taxes:
+                tasa = None if tax.rate is None else Decimal(tax.rate).quantize(SIX)
+                if tax.withholding:
+                    retenciones.append(RetencionDR(BaseDR=base, ImpuestoDR=IMPUESTO[tax.type], TipoFactorDR=tax.factor, TasaOCuotaDR=tasa))
+                elif tax.factor == "Exento":
+                    traslados.append(TrasladoDR(BaseDR=base, ImpuestoDR=IMPUESTO[tax.type], TipoFactorDR="Exento"))
+                else:
+                    traslados.append(TrasladoDR(BaseDR=base, ImpuestoDR=IMPUESTO[tax.type], TipoFactorDR=tax.factor, TasaOCuotaDR=tasa))
+        documents.append(DoctoRelacionado(
+            IdDocumento=doc.uuid.upper(), Serie=doc.serie, Folio=doc.folio, MonedaDR=doc.currency,
+            EquivalenciaDR=doc.exchange if doc.currency != payment.currency else None,
+            NumParcialidad=doc.installment, ImpSaldoAnt=Decimal(doc.previous_balance), ImpPagado=paid,
+            ObjetoImpDR=doc.taxability, TrasladosDR=traslados, RetencionesDR=retenciones,
+        ))
+    return Pago(
+        FechaPago=payment.date.replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S"), FormaDePagoP=payment.payment_form, MonedaP=payment.currency,
+        TipoCambioP=payment.exchange if payment.currency != "MXN" else None, Monto=Decimal(payment.amount),
+        NumOperacion=payment.operation_number, DoctoRelacionado=documents,
+    )
 
 
 def _decimals(currency: str) -> int:

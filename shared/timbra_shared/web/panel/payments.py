@@ -67,10 +67,30 @@ async def open_ppd_invoices(request: Request) -> list[dict[str, Any]]:
             "id": invoice["id"], "uuid": uuid, "serie": xml.get("Serie"), "folio": xml.get("Folio"), "fecha": xml.get("Fecha"),
             "customer_rfc": receptor.get("Rfc") if receptor is not None else "", "customer_name": receptor.get("Nombre") if receptor is not None else "",
             "customer_id": invoice.get("customer_id"), "total": str(total), "currency": xml.get("Moneda") or "MXN",
+            # the receipt's Receptor is the invoice's, exactly as stamped
+            "customer": None if receptor is None else {"rfc": receptor.get("Rfc"), "legal_name": receptor.get("Nombre"), "tax_regime": receptor.get("RegimenFiscalReceptor"), "zip": receptor.get("DomicilioFiscalReceptor")},
             "balance": str(balance), "next_installment": installments.get(uuid, 0) + 1,
-            "taxability": next((c.get("ObjetoImp") for c in xml.iter(f"{CFDI}Concepto")), "02"),
+            "taxability": "02" if _taxes_of(xml) else "01",
+            "taxes": _taxes_of(xml),
         })
     return out
+
+
+def _taxes_of(xml: Any) -> list[dict[str, Any]]:
+    """The invoice's taxes (Comprobante/Impuestos) as the request's TaxIn list, for its DoctoRelacionado."""
+    names = {"001": "ISR", "002": "IVA", "003": "IEPS"}
+    impuestos = xml.find(f"{CFDI}Impuestos")
+    if impuestos is None:
+        return []
+    taxes: list[dict[str, Any]] = []
+    for tag, withholding in (("Traslado", False), ("Retencion", True)):
+        for tax in impuestos.iter(f"{CFDI}{tag}"):
+            entry: dict[str, Any] = {"type": names.get(tax.get("Impuesto", ""), "IVA"), "factor": tax.get("TipoFactor") or "Tasa", "withholding": withholding}
+            if tax.get("TasaOCuota"):
+                entry["rate"] = tax.get("TasaOCuota")
+            if entry not in taxes:
+                taxes.append(entry)
+    return taxes
 
 
 async def _xml(request: Request, invoice_id: str) -> Any:
@@ -103,7 +123,7 @@ async def new_payment(request: Request, factura: str = "") -> Response:
     return await _payment_page(request, values)
 
 
-def payment_body(values: dict[str, Any], chosen: list[dict[str, Any]], customer_id: str | None) -> dict[str, Any]:
+def payment_body(values: dict[str, Any], chosen: list[dict[str, Any]], customer_id: str | None, customer: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``POST /v1/invoices`` body of a type P receipt (Pagos 2.0) with one Pago."""
     when = values["date"] if len(values["date"]) > 16 else values["date"] + ":00"
     payment: dict[str, Any] = {
@@ -115,7 +135,8 @@ def payment_body(values: dict[str, Any], chosen: list[dict[str, Any]], customer_
             {
                 "uuid": doc["uuid"], "installment": int(doc["installment"]), "previous_balance": doc["previous_balance"],
                 "amount_paid": doc["amount_paid"], "currency": doc.get("currency") or "MXN", "taxability": doc.get("taxability") or "02",
-                **({"invoice_id": doc["id"]} if doc.get("id") else {}),
+                **({"taxes": doc["taxes"]} if "taxes" in doc else {}),
+                **({"serie": doc["serie"]} if doc.get("serie") else {}), **({"folio": doc["folio"]} if doc.get("folio") else {}),
             }
             for doc in chosen
         ],
@@ -125,6 +146,8 @@ def payment_body(values: dict[str, Any], chosen: list[dict[str, Any]], customer_
     body: dict[str, Any] = {"type": "P", "payments": [payment], "idempotency_key": values.get("idempotency_key")}
     if customer_id:
         body["customer_id"] = customer_id
+    elif customer:
+        body["customer"] = customer
     return {k: v for k, v in body.items() if v}
 
 
@@ -152,7 +175,11 @@ async def emit(request: Request) -> Response:
         paid = _dec(form_text(form, f"paid_{invoice_id}")) or Decimal(0)
         if paid <= 0 or paid > Decimal(invoice["balance"]):
             errors[f"paid_{invoice_id}"] = [f"El importe pagado debe ser mayor que 0 y no mayor que el saldo anterior ({invoice['balance']})."]
-        chosen.append(invoice | {"installment": form_text(form, f"installment_{invoice_id}") or str(invoice["next_installment"]), "previous_balance": invoice["balance"], "amount_paid": str(paid.quantize(CENT))})
+        installment = form_text(form, f"installment_{invoice_id}") or str(invoice["next_installment"])
+        if not installment.isdigit() or int(installment) < 1:
+            errors[f"paid_{invoice_id}"] = ["El número de parcialidad debe ser 1 o mayor."]
+            installment = str(invoice["next_installment"])
+        chosen.append(invoice | {"installment": installment, "previous_balance": invoice["balance"], "amount_paid": str(paid.quantize(CENT))})
         values[f"paid_{invoice_id}"] = form_text(form, f"paid_{invoice_id}")
         values[f"installment_{invoice_id}"] = form_text(form, f"installment_{invoice_id}")
     if not chosen and "invoice" not in errors:
@@ -163,9 +190,8 @@ async def emit(request: Request) -> Response:
         errors["invoice"] = ["Un recibo de pago es para un solo cliente: elige facturas del mismo RFC."]
     if errors:
         return await _payment_page(request, values, errors, status=422)
-    customer_id = chosen[0].get("customer_id")
     try:
-        result = await api_of(request).post("/v1/invoices", payment_body(values, chosen, customer_id), params={"wait": "true", "timeout": "25"})
+        result = await api_of(request).post("/v1/invoices", payment_body(values, chosen, chosen[0].get("customer_id"), chosen[0].get("customer")), params={"wait": "true", "timeout": "25"})
     except ApiFailure as exc:
         values["idempotency_key"] = new_draft()["idempotency_key"]
         return await _payment_page(request, values, errors_by_field(exc), status=422)
