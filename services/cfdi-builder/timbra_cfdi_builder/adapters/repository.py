@@ -4,7 +4,7 @@ projection, and folio counters."""
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -77,23 +77,16 @@ class InvoiceRepository:
         session: AsyncClientSession | None = None,
     ) -> bool:
         """Record a step once; the status only moves forward (final statuses win)."""
-        rank = RANK[status]
-        entry = {"status": status.value, "at": at, "service": service}
-        final_ranks = [RANK[s] for s in FINAL if s != InvoiceStatus.EMAILED]
-        advance = {"$and": [{"$lt": ["$status_rank", rank]}, {"$not": [{"$in": ["$status_rank", final_ranks]}]}]}
-        if rank >= 100:
-            advance = {"$lt": ["$status_rank", rank]}
-        update: list[dict[str, Any]] = [{
-            "$set": {
-                "timeline": {"$concatArrays": [{"$ifNull": ["$timeline", []]}, [entry]]},
-                "status": {"$cond": [advance, status.value, "$status"]},
-                "status_rank": {"$cond": [advance, rank, "$status_rank"]},
-                "updated_at": utcnow(),
-                **{k: {"$literal": v} for k, v in (fields or {}).items()},
-            }
-        }]
-        result = await self.invoices.update_one({"_id": invoice_id, "timeline.status": {"$ne": status.value}}, update, session=session)
+        result = await self.invoices.update_one(*status_change(invoice_id, status, at=at, service=service, fields=fields), session=session)
         return result.modified_count == 1
+
+    async def apply_statuses(self, changes: list[tuple[str, InvoiceStatus, datetime, str, dict[str, Any]]]) -> int:
+        """:meth:`apply_status` for a consumed batch of ``(invoice_id, status, at, service, fields)``,
+        in one ordered bulk write (events of one invoice apply in order); how many changed."""
+        if not changes:
+            return 0
+        result = await self.invoices.bulk_write([UpdateOne(*status_change(i, s, at=a, service=v, fields=f)) for i, s, a, v, f in changes], ordered=True)
+        return result.modified_count
 
     async def apply_cancellation(
         self, invoice_id: str, step: str, *, at: datetime, event_id: str, summary: dict[str, Any] | None, final: bool
@@ -128,6 +121,27 @@ class InvoiceRepository:
 
     async def mark_redriven(self, invoice_id: str, attempt: int, next_at: datetime) -> None:
         await self.invoices.update_one({"_id": invoice_id}, {"$set": {"redrives": attempt, "redrive_at": next_at}})
+
+
+def status_change(invoice_id: str, status: InvoiceStatus, *, at: datetime, service: str, fields: dict[str, Any] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The filter and update that add ``status`` to the invoice's timeline once, moving the status
+    forward only (a later step outranks an earlier one; final statuses win)."""
+    rank = RANK[status]
+    entry = {"status": status.value, "at": at, "service": service}
+    final_ranks = [RANK[s] for s in FINAL if s != InvoiceStatus.EMAILED]
+    advance = {"$and": [{"$lt": ["$status_rank", rank]}, {"$not": [{"$in": ["$status_rank", final_ranks]}]}]}
+    if rank >= 100:
+        advance = {"$lt": ["$status_rank", rank]}
+    update: list[dict[str, Any]] = [{
+        "$set": {
+            "timeline": {"$concatArrays": [{"$ifNull": ["$timeline", []]}, [entry]]},
+            "status": {"$cond": [advance, status.value, "$status"]},
+            "status_rank": {"$cond": [advance, rank, "$status_rank"]},
+            "updated_at": utcnow(),
+            **{k: {"$literal": v} for k, v in (fields or {}).items()},
+        }
+    }]
+    return {"_id": invoice_id, "timeline.status": {"$ne": status.value}}, update
 
 
 class IssuerDirectory:
