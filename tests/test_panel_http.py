@@ -56,9 +56,14 @@ async def test_login_cookie_flags_and_csrf(platform, client: TimbraClient, issue
         flags = cookie.lower()
         assert "httponly" in flags and "samesite=lax" in flags and "path=/panel" in flags and "secure" not in flags
         assert "tk_sess_" not in cookie, "the API session token travels encrypted"
+    # behind a TLS proxy (X-Forwarded-Proto: https) both cookies are Secure; httpx keeps Secure
+    # cookies away from http://, so the pre-login cookie is sent by hand
     async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=60, headers={"X-Forwarded-Proto": "https"}) as http:
         page = await http.get("/panel/entrar")
-        ok = await http.post("/panel/entrar", data={"csrf": csrf_of(page.text), "username": username, "password": PASSWORD})
+        pre = next(h for h in page.headers.get_list("set-cookie") if h.startswith("timbra_pre="))
+        assert "secure" in pre.lower()
+        ok = await http.post("/panel/entrar", data={"csrf": csrf_of(page.text), "username": username, "password": PASSWORD}, headers={"Cookie": pre.split(";")[0]})
+        assert ok.status_code == 303, ok.text[:300]
         assert "secure" in next(h for h in ok.headers.get_list("set-cookie") if h.startswith("timbra_panel=")).lower()
 
 
