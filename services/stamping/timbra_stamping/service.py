@@ -298,6 +298,9 @@ class StampingService:
             job = await self.jobs.claim_due(self.owner, now, self.config.effective_lease_s)
             if job is None:
                 break
+            if self.queue.full():  # the intake filled it while we claimed: give the lease back
+                await self.jobs.reschedule(job["_id"], self.owner, {"updated_at": now})
+                break
             self.queue.put_nowait(job)
             claimed += 1
         return claimed

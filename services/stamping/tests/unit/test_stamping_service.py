@@ -253,3 +253,20 @@ async def test_a_full_local_queue_leaves_the_job_to_the_scheduler(stamping, jobs
     assert len(overflow) == 3  # not leased: any instance's scheduler takes them
     await stamping.drain()
     assert await stamping.schedule_due() == 3
+
+
+async def test_a_job_claimed_while_the_intake_filled_the_queue_gives_its_lease_back(stamping, jobs):
+    await stamping.accept_many([funded("inv_due")])
+    stamping.queue.get_nowait()
+    jobs.jobs["inv_due"].update(lease_owner=None, lease_until=None)
+    claim = jobs.claim_due
+
+    async def claim_while_the_intake_fills_the_queue(owner, now, lease_s):  # noqa: ANN001, ANN202
+        job = await claim(owner, now, lease_s)
+        while not stamping.queue.full():
+            stamping.queue.put_nowait({"_id": "other"})
+        return job
+
+    jobs.claim_due = claim_while_the_intake_fills_the_queue
+    assert await stamping.schedule_due() == 0
+    assert jobs.jobs["inv_due"]["lease_owner"] is None  # claimable again, by this or another instance
