@@ -188,6 +188,9 @@ async def test_every_service_and_the_ingress_answer_errors_in_one_format(client,
     assert_error_body(await ingress.get("/v1/invoices/%1E%00x", headers=issuer.headers), 404)
     assert_error_body(await ingress.get("/v1/invoices", headers=issuer.headers, params={"limit": "mucho"}), 422, "invalid_request")
     assert_error_body(await ingress.post("/v1/invoices", headers={**issuer.headers, "content-type": "application/json"}, content=b"{"), 400, "invalid_json")
+    # found by schemathesis: an explicit null for a required fiscal field was a 500
+    nulled = assert_error_body(await ingress.patch("/v1/issuers/me", headers=issuer.headers, json={"rfc": None, "zip": "00000"}), 422, "invalid_request")
+    assert [e["path"] for e in nulled["errors"]] == ["rfc"]
     async with httpx.AsyncClient() as direct:
         for name in ("issuer-profile", "catalog", "cfdi-builder", "stamping", "cancellation", "billing", "notifier"):
             base = platform.url(name)

@@ -14,7 +14,7 @@ from timbra_issuer_profile.domain.issuer import CsdStatus, missing_acceptances
 from timbra_issuer_profile.domain.logo import MAX_LOGO_BYTES
 from timbra_issuer_profile.service import IssuerService
 from timbra_shared.auth import Principal, current_principal, issuer_principal, require_roles
-from timbra_shared.errors import ApiError, not_found
+from timbra_shared.errors import ApiError, Problem, not_found
 from timbra_shared.ids import utcnow
 
 MAX_CERT_BYTES = 64 * 1024
@@ -273,6 +273,9 @@ def build_api(service: IssuerService, internal_secret: str) -> APIRouter:
         fields = body.model_dump(exclude_unset=True)
         if not fields:
             raise ApiError(422, "TIMBRA_NOTHING_TO_CHANGE", "No indicaste ningún dato por cambiar.")
+        required = [Problem("TIMBRA_VALIDATION", f"{k}: No puede quedar vacío.", path=k) for k in ("rfc", "legal_name", "tax_regime", "zip") if k in fields and fields[k] is None]
+        if required:
+            raise ApiError(422, "invalid_request", required[0].message if len(required) == 1 else f"La solicitud tiene {len(required)} errores.", required)
         await service.update_fiscal_data(principal.issuer_id, fields)
         return await profile_of(principal.issuer_id)
 
