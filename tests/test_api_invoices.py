@@ -196,3 +196,23 @@ async def test_every_service_and_the_ingress_answer_errors_in_one_format(client,
             base = platform.url(name)
             assert_error_body(await direct.get(f"{base}/v1/no-such-route"), 404, "http_404")
             assert_error_body(await direct.request("PATCH", f"{base}/healthz"), 405, "http_405")
+
+
+async def test_billing_for_issuers_balance_references_and_history(client, issuer) -> None:
+    other = await client.onboard(rfc="BIL010101AB1", legal_name="EMISOR COBRO", tax_regime="601", zip_code="06000", credits=7)
+    balance = (await client.http.get("/v1/billing/balance", headers=other.headers)).json()
+    assert (balance["available"], balance["granted"]) == (7, 7) and balance["message"] == "Timbres disponibles: 7"
+    ledger = (await client.http.get("/v1/billing/ledger", headers=other.headers)).json()["data"]
+    assert [(e["entry"], e["quantity"]) for e in ledger] == [("grant", 7)], ledger  # the history
+    products = (await client.http.get("/v1/billing/products", headers=other.headers)).json()["data"]
+    assert products, "the billing product catalog is seeded"
+    created = await client.http.post("/v1/billing/payment-references", headers=other.headers, json={"items": [{"code": products[0]["code"], "quantity": 1}]})
+    assert created.status_code == 201, created.text
+    reference = created.json()["reference"]
+    assert {"reference", "subtotal", "iva", "total"} <= set(created.json())
+    listed = (await client.http.get("/v1/billing/payment-references", headers=other.headers)).json()["data"]
+    assert reference in [r["reference"] for r in listed]
+    pdf = await client.http.get(f"/v1/billing/payment-references/{reference}/pdf", headers=other.headers)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert_error_body(await client.http.get(f"/v1/billing/payment-references/{reference}", headers=issuer.headers), 404)
+    assert_error_body(await client.http.post("/v1/billing/credits", headers=other.headers, json={"issuer_id": other.id, "stamps": 5, "months": 1}), 403, "forbidden")
