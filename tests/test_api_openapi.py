@@ -43,7 +43,8 @@ async def test_openapi_validates_and_covers_every_public_route(client, platform)
     for route in [("post", "/v1/invoices"), ("get", "/v1/invoices"), ("get", "/v1/invoices/{invoice_id}"), ("get", "/v1/invoices/{invoice_id}/xml"),
                   ("get", "/v1/invoices/{invoice_id}/pdf"), ("get", "/v1/invoices/{invoice_id}/zip"), ("post", "/v1/invoices/{invoice_id}/email"),
                   ("post", "/v1/invoices/preview/pdf"), ("post", "/v1/issuers"), ("put", "/v1/issuers/me/csd"), ("get", "/v1/billing/balance"),
-                  ("post", "/v1/billing/payment-references"), ("get", "/v1/catalogs/{catalog}"), ("post", "/v1/customers")]:
+                  ("post", "/v1/billing/payment-references"), ("get", "/v1/catalogs/{catalog}"), ("post", "/v1/customers"),
+                  ("delete", "/v1/invoices/{invoice_id}"), ("get", "/v1/invoices/{invoice_id}/cancellation_receipt")]:
         assert route in merged, route
 
     create = doc["paths"]["/v1/invoices"]["post"]
