@@ -47,7 +47,8 @@ class InvoiceRepository:
         return await self.invoices.find_one(query, session=session)
 
     async def by_idempotency_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
-        return await self.invoices.find_one({"issuer_id": issuer_id, "idempotency_key": key})
+        # $type lets the planner use the partial unique index; a plain equality scans the issuer's invoices
+        return await self.invoices.find_one({"issuer_id": issuer_id, "idempotency_key": {"$eq": key, "$type": "string"}})
 
     async def page(self, issuer_id: str, *, limit: int, after: dict[str, Any] | None = None, **filters: Any) -> tuple[list[dict[str, Any]], bool]:
         """One page of the issuer's invoices, newest first, and whether more follow. ``filters``:
@@ -59,6 +60,8 @@ class InvoiceRepository:
         if filters.get("type"):
             query["request.type"] = filters.pop("type")
         query.update({k: v for k, v in filters.items() if v is not None})
+        if isinstance(query.get("idempotency_key"), str):
+            query["idempotency_key"] = {"$eq": query["idempotency_key"], "$type": "string"}
         if created_from or created_to:
             query["created_at"] = {**({"$gte": created_from} if created_from else {}), **({"$lt": created_to} if created_to else {})}
         if after is not None:
