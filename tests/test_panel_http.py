@@ -3,6 +3,8 @@ every POST, tampered cookies, tenant isolation, staff users kept out, logout, an
 
 import re
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -28,13 +30,15 @@ async def user_for(client: TimbraClient, issuer: Issuer) -> str:
     return username
 
 
-async def logged_in(platform: Any, username: str, **client_kw: Any) -> tuple[httpx.AsyncClient, str]:
-    http = httpx.AsyncClient(base_url=platform.url("ingress"), timeout=60, **client_kw)
-    page = await http.get("/panel/entrar")
-    response = await http.post("/panel/entrar", data={"csrf": csrf_of(page.text), "username": username, "password": PASSWORD, "next": ""})
-    assert response.status_code == 303, response.text[:500]
-    home = await http.get("/panel/", follow_redirects=True)
-    return http, csrf_of(home.text)
+@asynccontextmanager
+async def logged_in(platform: Any, username: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A client with a panel session, and that session's CSRF token."""
+    async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=60) as http:
+        page = await http.get("/panel/entrar")
+        response = await http.post("/panel/entrar", data={"csrf": csrf_of(page.text), "username": username, "password": PASSWORD, "next": ""})
+        assert response.status_code == 303, response.text[:500]
+        home = await http.get("/panel/", follow_redirects=True)
+        yield http, csrf_of(home.text)
 
 
 async def test_login_cookie_flags_and_csrf(platform, client: TimbraClient, issuer: Issuer) -> None:  # noqa: ANN001
@@ -69,9 +73,7 @@ async def test_login_cookie_flags_and_csrf(platform, client: TimbraClient, issue
 
 async def test_every_post_needs_the_sessions_csrf_token(platform, client: TimbraClient, issuer: Issuer) -> None:  # noqa: ANN001
     username = await user_for(client, issuer)
-    http, token = await logged_in(platform, username)
-    other, other_token = await logged_in(platform, username)
-    async with http, other:
+    async with logged_in(platform, username) as (http, token), logged_in(platform, username) as (_other, other_token):
         for path in ("/panel/configuracion/aviso", "/panel/clientes/nuevo", "/panel/facturas/nueva", "/panel/creditos/constancias", "/panel/salir"):
             assert (await http.post(path, data={"privacy_notice": "1"})).status_code == 403, path
             assert (await http.post(path, data={"csrf": other_token, "privacy_notice": "1"})).status_code == 403, f"{path}: another session's token"
@@ -83,8 +85,7 @@ async def test_every_post_needs_the_sessions_csrf_token(platform, client: Timbra
 
 async def test_tampered_or_foreign_cookie_is_no_session(platform, client: TimbraClient, issuer: Issuer) -> None:  # noqa: ANN001
     username = await user_for(client, issuer)
-    http, _ = await logged_in(platform, username)
-    async with http:
+    async with logged_in(platform, username) as (http, _):
         value = http.cookies.get("timbra_panel", path="/panel")
         tampered = value[:-4] + ("AAAA" if not value.endswith("AAAA") else "BBBB")
         async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=60, cookies={"timbra_panel": tampered}) as forged:
@@ -98,8 +99,7 @@ async def test_another_issuers_invoice_is_not_found(platform, client: TimbraClie
     assert created.status_code == 202
     foreign = created.json()["id"]
     username = await user_for(client, issuer)
-    http, _ = await logged_in(platform, username)
-    async with http:
+    async with logged_in(platform, username) as (http, _):
         for path in (f"/panel/facturas/{foreign}", f"/panel/facturas/{foreign}/xml", f"/panel/facturas/{foreign}/pdf"):
             response = await http.get(path)
             assert response.status_code == 404, (path, response.status_code)
@@ -118,8 +118,7 @@ async def test_staff_users_are_sent_to_the_console(platform, client: TimbraClien
 
 async def test_logout_ends_the_session(platform, client: TimbraClient, issuer: Issuer) -> None:  # noqa: ANN001
     username = await user_for(client, issuer)
-    http, token = await logged_in(platform, username)
-    async with http:
+    async with logged_in(platform, username) as (http, token):
         out = await http.post("/panel/salir", data={"csrf": token})
         assert out.status_code == 303 and out.headers["location"] == "/panel/entrar"
         assert "timbra_panel" not in http.cookies
