@@ -11,8 +11,8 @@ mongod, tansu, every service, the sandbox PAC and the SMTP sink), onboards ``--i
 
 1. **burst** of ``--invoices`` requests with realistic variety (1–30 concepts, mixed taxes: IVA
    16 %, 0 % and exento, IEPS, ISR and IVA withholdings; personas morales and físicas; some
-   egresos; some público en general with InformacionGlobal; some Pagos, which the API refuses
-   for now with ``TIMBRA_PAGOS_VIA_API_PENDING`` and count as rejected), offered all at once;
+   egresos; some público en general with InformacionGlobal; some Pagos 2.0 receipts for 1–3
+   earlier PPD invoices), offered all at once;
 2. **doubling**: the same with twice as many (skip with ``--no-double``), to show how the cost
    per invoice grows with the load and with the size of the collections;
 3. **offered load**: ``--offered`` requests per second for ``--offered-seconds`` (0 skips it),
@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -119,7 +120,16 @@ def make_request(rng: random.Random, n: int) -> tuple[dict[str, Any], str]:
         return {"type": "I", "global": {"periodicity": "04", "months": f"{today.month:02d}", "year": today.year}, "items": items,
                 "payment_form": "01", "payment_method": "PUE", "emails": ["contabilidad@example.com"]}, kind
     customer = dict(CUSTOMERS[rng.randrange(len(CUSTOMERS))], email=f"cliente{n % 97}@example.com")
-    body: dict[str, Any] = {"type": {"pagos": "P", "egreso": "E"}.get(kind, "I"), "customer": customer, "items": items,
+    if kind == "pagos":  # a Pagos 2.0 receipt for 1–3 earlier PPD invoices
+        documents = []
+        for d in range(rng.randint(1, 3)):
+            balance = Decimal(rng.randint(10_000, 900_000)) / 100
+            documents.append({"uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "installment": rng.randint(1, 3), "previous_balance": str(balance),
+                              "amount_paid": str((balance / rng.choice([1, 2, 4])).quantize(Decimal("0.01"))), "serie": "A", "folio": str(1000 + n + d)})
+        payment = {"date": datetime.now(UTC).replace(microsecond=0, tzinfo=None).isoformat(), "payment_form": "03",
+                   "amount": str(sum(Decimal(doc["amount_paid"]) for doc in documents)), "related_documents": documents}
+        return {"type": "P", "customer": customer, "payments": [payment]}, kind
+    body: dict[str, Any] = {"type": "E" if kind == "egreso" else "I", "customer": customer, "items": items,
                             "payment_form": rng.choice(["01", "03", "04", "28"]), "payment_method": "PUE"}
     if kind == "ingreso" and rng.random() < 0.2:
         body.update(payment_method="PPD", payment_form="99")
@@ -235,7 +245,8 @@ class Bench:
         return ids
 
     async def wait(self, ids: list[str], timeout: float) -> None:
-        query = {"_id": {"$gte": min(ids), "$lte": max(ids)}, "status": {"$in": list(FINAL)}}
+        final = list(FINAL) if self.args.until == "emailed" else ["stamped", "rendered", *FINAL]
+        query = {"_id": {"$gte": min(ids), "$lte": max(ids)}, "status": {"$in": final}}
         deadline = time.monotonic() + timeout
         last = -1
         while time.monotonic() < deadline:
@@ -389,7 +400,7 @@ async def measure(args: argparse.Namespace, extra_env: dict[str, str], label: st
     """One platform, its phases; returns the figures of the first burst (and of the others)."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="timbra-bench-load-") as folder:
-        config = PlatformConfig.for_tests(folder, partitions=args.partitions, extra_env=extra_env)
+        config = PlatformConfig.for_tests(folder, partitions=args.partitions, extra_env=extra_env, health_timeout=600.0)
         t0 = time.monotonic()
         async with Platform(config) as platform, TimbraClient(platform.url("ingress"), platform.admin_key, timeout=120) as client:
             print(f"\n===== {label or 'platform'}: up in {time.monotonic() - t0:.0f} s ({args.partitions} partitions per topic, {psutil.cpu_count()} CPUs, "
@@ -490,6 +501,8 @@ def main() -> None:
     parser.add_argument("--offered", type=float, default=100.0, help="offered-load phase: requests per second (0 skips it)")
     parser.add_argument("--offered-seconds", type=float, default=30.0)
     parser.add_argument("--via", choices=("kafka", "http"), default="kafka")
+    parser.add_argument("--until", choices=("emailed", "stamped"), default="emailed",
+                        help="end a phase when every invoice is final (emailed), or as soon as every one is stamped (PDF and email then trail)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for a phase after this many seconds")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the busiest services during the first burst; speedscope files and summaries go to DIR")
     parser.add_argument("--profile-seconds", type=int, default=30)

@@ -295,14 +295,15 @@ class StampingService:
         claimed = 0
         while not self.queue.full():
             now = self.clock()
-            job = await self.jobs.claim_due(self.owner, now, self.config.effective_lease_s)
-            if job is None:
+            jobs = await self.jobs.claim_due_many(self.owner, now, self.config.effective_lease_s, self.queue.maxsize - self.queue.qsize())
+            for job in jobs:
+                if self.queue.full():  # the intake filled it while we claimed: give the lease back
+                    await self.jobs.reschedule(job["_id"], self.owner, {"updated_at": now})
+                    continue
+                self.queue.put_nowait(job)
+                claimed += 1
+            if not jobs or self.queue.full():
                 break
-            if self.queue.full():  # the intake filled it while we claimed: give the lease back
-                await self.jobs.reschedule(job["_id"], self.owner, {"updated_at": now})
-                break
-            self.queue.put_nowait(job)
-            claimed += 1
         return claimed
 
     async def housekeeping(self) -> None:

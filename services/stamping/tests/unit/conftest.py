@@ -79,6 +79,12 @@ class FakeJobRepository:
         job.update(lease_owner=owner, lease_until=now + timedelta(seconds=lease_s))
         return copy.deepcopy(job)
 
+    async def claim_due_many(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[dict[str, Any]]:
+        claimed = []
+        while len(claimed) < limit and (job := await self.claim_due(owner, now, lease_s)) is not None:
+            claimed.append(job)
+        return claimed
+
     def _history(self, job: dict[str, Any], history: dict[str, Any] | None) -> None:
         if history is not None:
             job.setdefault("history", []).append(copy.deepcopy(history))

@@ -268,5 +268,11 @@ async def test_a_job_claimed_while_the_intake_filled_the_queue_gives_its_lease_b
         return job
 
     jobs.claim_due = claim_while_the_intake_fills_the_queue
+    jobs.claim_due_many = lambda owner, now, lease_s, limit: _claim_one(claim_while_the_intake_fills_the_queue, owner, now, lease_s)
     assert await stamping.schedule_due() == 0
     assert jobs.jobs["inv_due"]["lease_owner"] is None  # claimable again, by this or another instance
+
+
+async def _claim_one(claim, owner, now, lease_s):  # noqa: ANN001, ANN202
+    job = await claim(owner, now, lease_s)
+    return [job] if job else []

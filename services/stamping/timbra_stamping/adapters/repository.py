@@ -83,6 +83,17 @@ class JobRepository:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def claim_due_many(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[dict[str, Any]]:
+        """Take up to ``limit`` due jobs under a lease in three round trips, oldest due first (a
+        backlog of thousands is claimed at the pace of the workers, not one round trip per job)."""
+        due = {"state": PENDING, "next_attempt_at": {"$lte": now}, "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]}
+        ids = [d["_id"] for d in await self.jobs.find(due, projection={"_id": 1}).sort("next_attempt_at", ASCENDING).limit(limit).to_list(None)]
+        if not ids:
+            return []
+        until = now + timedelta(seconds=lease_s)
+        await self.jobs.update_many({**due, "_id": {"$in": ids}}, {"$set": {"lease_owner": owner, "lease_until": until}})
+        return await self.jobs.find({"_id": {"$in": ids}, "lease_owner": owner, "lease_until": until}).sort("next_attempt_at", ASCENDING).to_list(None)
+
     async def reschedule(self, invoice_id: str, owner: str, changes: dict[str, Any], history: dict[str, Any] | None = None) -> None:
         """Release the lease with the job's next attempt (only the lease holder may)."""
         update: dict[str, Any] = {"$set": {**changes, "lease_owner": None, "lease_until": None}}
