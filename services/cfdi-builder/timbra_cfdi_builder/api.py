@@ -47,7 +47,8 @@ def present(doc: dict[str, Any]) -> dict[str, Any]:
         "created_at": doc["created_at"].isoformat(),
         "timeline": [
             {"status": t["status"], "at": t["at"].isoformat(), "service": t["service"]}
-            for t in sorted(doc.get("timeline", []), key=lambda t: t["at"])
+            # the cancellation service emits accepted and completed at one instant; the final status reads last
+            for t in sorted(doc.get("timeline", []), key=lambda t: (t["at"], t["status"] == "canceled"))
         ],
         **({"message": doc.get("message"), "errors": doc["errors"]} if doc.get("errors") is not None else {}),
         **({"cancellation": _cancellation(doc["cancellation"])} if doc.get("cancellation") else {}),

@@ -87,3 +87,15 @@ async def test_customer_fields_for_the_list_filters(service, fakes, request_body
     assert doc["customer_rfc"] == "URE180429TM6" and doc["customer_id"] is None
     (status_call,) = fakes.invoices.status_calls
     assert status_call["fields"]["customer_rfc"] == "URE180429TM6"
+
+
+def test_a_final_status_recorded_at_the_same_instant_as_its_step_reads_last() -> None:
+    from timbra_cfdi_builder.api import present
+
+    at = utcnow()
+    doc = {"_id": "inv_1", "issuer_id": "iss_1", "status": "canceled", "created_at": at, "timeline": [
+        {"status": "cancellation_pending", "at": at - timedelta(seconds=5), "service": "cancellation"},
+        {"status": "canceled", "at": at, "service": "cancellation"},
+        {"status": "cancellation_accepted", "at": at, "service": "cancellation"},
+    ]}
+    assert [t["status"] for t in present(doc)["timeline"]] == ["cancellation_pending", "cancellation_accepted", "canceled"]
