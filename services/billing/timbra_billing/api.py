@@ -129,6 +129,17 @@ def build_api(gate: CreditGate, payments: Payments) -> APIRouter:
         account = await gate.repo.account(scope) or {}
         return _balance_body(await gate.repo.balance(scope), scope, int(account.get("alert_threshold", 10)))
 
+    @router.get("/accounts", summary="Billing staff: every issuer's balance (running totals) with its RFC and name")
+    async def accounts(principal: Who) -> dict[str, Any]:
+        require_billing_staff(principal)
+        rows = []
+        for account in await gate.repo.all_accounts():
+            contact = await payments.repo.contact(account["_id"]) or {}
+            totals = {f: int(account.get(f, 0)) for f in ("available", "reserved", "consumed", "expired", "granted")}
+            rows.append({"issuer_id": account["_id"], "rfc": contact.get("rfc"), "legal_name": contact.get("legal_name"), **totals,
+                         "alert_threshold": int(account.get("alert_threshold", 10))})
+        return {"data": sorted(rows, key=lambda r: (r["legal_name"] or "", r["issuer_id"]))}
+
     @router.get("/packages")
     async def packages(principal: Who, issuer_id: str | None = None) -> dict[str, Any]:
         scope = issuer_scope(principal, issuer_id)

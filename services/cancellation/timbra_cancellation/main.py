@@ -4,6 +4,7 @@ from timbra_cancellation.adapters.repository import CancellationRepository, Invo
 from timbra_cancellation.api import build_api
 from timbra_cancellation.config import CancellationConfig
 from timbra_cancellation.handlers import build_router
+from timbra_cancellation.ops_api import build_ops_api
 from timbra_cancellation.service import CancellationService
 from timbra_shared.pac.registry import PacRegistry
 from timbra_shared.runtime import Runtime
@@ -22,7 +23,7 @@ def create():  # noqa: ANN201
     runtime.on_startup(cancellations.ensure_indexes)
     runtime.include(build_router(service))
     runtime.background(service.run_scheduler)
-    return runtime, runtime.app([build_api(service)])
+    return runtime, runtime.app([build_api(service), build_ops_api(cancellations)])
 
 
 def main() -> None:

@@ -5,9 +5,10 @@ from typing import Any
 from faststream.kafka import KafkaRouter
 from pydantic import ValidationError
 
+from timbra_cfdi_builder.operations import OperationsService
 from timbra_cfdi_builder.service import InvoiceService
 from timbra_shared import topics
-from timbra_shared.events import CancellationEscalated, CancellationEvent, CustomerChanged, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
+from timbra_shared.events import CancellationEscalated, CancellationEvent, CustomerChanged, DeadLetter, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
 from timbra_shared.errors import PoisonMessage, Problem
 from timbra_shared.http import validation_problems
 from timbra_shared.messaging import batch_subscriber, subscriber
@@ -57,5 +58,18 @@ def build_router(service: InvoiceService) -> KafkaRouter:
     @subscriber(router, topics.CATALOG_TICKETS, group="cfdi-builder.catalog.tickets")
     async def on_ticket(change: TicketChanged) -> None:
         await service.on_catalog(change)
+
+    return router
+
+
+def build_ops_router(ops: OperationsService) -> KafkaRouter:
+    """The dead-letter store: every message on ``timbra.dead_letter`` is kept for operators. A
+    message there that is not a ``DeadLetter`` is dead-lettered once more by the middleware,
+    wrapped in one that is (no loop: the wrapper always validates)."""
+    router = KafkaRouter()
+
+    @subscriber(router, topics.DEAD_LETTER, group="cfdi-builder.dead_letters")
+    async def on_dead_letter(letter: DeadLetter) -> None:
+        await ops.store_letter(letter)
 
     return router

@@ -6,6 +6,7 @@ from timbra_stamping.adapters.repository import JobRepository, StampRepository
 from timbra_stamping.api import build_api
 from timbra_stamping.config import StampingConfig
 from timbra_stamping.handlers import build_router
+from timbra_stamping.ops_api import build_ops_api
 from timbra_stamping.service import StampingService
 
 SERVICE = "stamping"
@@ -22,7 +23,7 @@ def create():  # noqa: ANN201
     runtime.include(build_router(service, consumers=config.consumers))
     runtime.background(service.run_workers)
     runtime.background(service.run_scheduler)
-    return runtime, runtime.app([build_api(repo, service)])
+    return runtime, runtime.app([build_api(repo, service), build_ops_api(jobs)])
 
 
 def main() -> None:
