@@ -113,6 +113,7 @@ class Session:
     name: str
     expires: int
     sid: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    roles: list[str] = field(default_factory=list)  # the console's staff roles (operator, billing)
 
 
 class Sealer:
