@@ -7,6 +7,7 @@ request's trace, and merges the services' OpenAPI documents. It holds no busines
 
 import asyncio
 import hashlib
+import hmac
 import math
 import os
 import re
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from opentelemetry import trace
 
 from timbra_shared.apidocs import asyncapi_document, merge_openapi, render_docs
-from timbra_shared.auth import PRINCIPAL_HEADER
+from timbra_shared.auth import CLIENT_IP_HEADER, CLIENT_PROOF_HEADER, PRINCIPAL_HEADER, client_proof
 from timbra_shared.http import install_error_handlers
 from timbra_shared.logging import configure_logging, get_logger
 from timbra_shared.settings import Settings
@@ -53,6 +54,7 @@ ROUTES: list[tuple[str | None, re.Pattern[str], str]] = [
         (None, r"^/v1/(sessions|staff)(/|$)", "issuer-profile"),
         (None, r"^/v1/billing", "billing"),
         (None, r"^/v1/(customers|products|catalogs|branches|tickets)", "catalog"),
+        (None, r"^/v1/portal/", "catalog"),  # the self-invoicing portal's public API (docs/portal.md)
     ]
 ]
 
@@ -182,7 +184,11 @@ def create_app(settings: Settings) -> FastAPI:
         if service is None or service not in urls:
             return error(404, "http_404", "Ruta no encontrada.")
         auth = request.headers.get("authorization", "")
-        bucket = hashlib.sha256(auth[7:].strip().encode()).hexdigest() if auth.lower().startswith("bearer ") else f"ip:{request.client.host if request.client else '-'}"
+        client_ip = request.client.host if request.client else "-"
+        claimed, proof = request.headers.get(CLIENT_IP_HEADER), request.headers.get(CLIENT_PROOF_HEADER)
+        if claimed and proof and settings.internal_secret and hmac.compare_digest(proof, client_proof(settings.internal_secret, claimed)):
+            client_ip = claimed  # a web area passing on its visitor's address
+        bucket = hashlib.sha256(auth[7:].strip().encode()).hexdigest() if auth.lower().startswith("bearer ") else f"ip:{client_ip}"
         wait_s = limiter.take(bucket)
         if wait_s:
             retry_after = max(1, math.ceil(wait_s))
@@ -190,7 +196,8 @@ def create_app(settings: Settings) -> FastAPI:
             response.headers["Retry-After"] = str(retry_after)
             return response
         with http_tracer.start_as_current_span(f"{request.method} {full_path}", kind=trace.SpanKind.SERVER, attributes={"http.method": request.method, "http.target": full_path, "timbra.service": service}) as span:
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != PRINCIPAL_HEADER and k.lower() != "authorization"}
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS and k.lower() not in (PRINCIPAL_HEADER, "authorization", CLIENT_IP_HEADER, CLIENT_PROOF_HEADER)}
+            headers[CLIENT_IP_HEADER] = client_ip
             if auth.lower().startswith("bearer "):
                 try:
                     token = await principal_token(auth[7:].strip())
