@@ -4,7 +4,7 @@ CANCELADO mark (internal), and webhooks."""
 import hmac
 import io
 import zipfile
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,9 +52,10 @@ def build_api(service: NotifierService, webhooks: WebhookService, internal_secre
     invoices = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 
     @invoices.post("/preview/pdf", response_class=Response, summary="Vista previa en PDF, sin validez fiscal")
-    async def preview_pdf(request: InvoiceRequest, principal: IssuerP) -> Response:
+    async def preview_pdf(request: InvoiceRequest, principal: IssuerP,
+                          logo_placement: Annotated[Literal["left", "center", "right"] | None, Query(description="Dibuja el logotipo en esta posición (la que se está eligiendo) en vez de la guardada")] = None) -> Response:
         try:
-            pdf = await service.preview(principal.issuer_id, request)
+            pdf = await service.preview(principal.issuer_id, request, logo_placement=logo_placement)
         except NotFound:
             raise ApiError(409, "TIMBRA_ISSUER_NOT_READY", "Los datos fiscales del emisor aún no están disponibles; intenta de nuevo en unos segundos.") from None
         except PreviewInvalid as exc:

@@ -98,12 +98,13 @@ class NotifierService:
 
     # ------------------------------------------------------------------ rendering
 
-    async def _render_xml(self, xml: bytes, issuer_id: str, *, invoice_id: str | None = None, watermark: str | None = None, notes: str | None = None) -> bytes:
+    async def _render_xml(self, xml: bytes, issuer_id: str, *, invoice_id: str | None = None, watermark: str | None = None, notes: str | None = None,
+                          logo_placement: str | None = None) -> bytes:
         issuer = await self.repo.issuer(issuer_id) or {}
         if notes is None and invoice_id is not None:
             notes = ((await self.repo.request(invoice_id)) or {}).get("notes")
         logo = await self.profiles.logo(issuer_id, issuer.get("logo_id")) if self.profiles is not None else None
-        context = printed_context(xml, watermark=watermark, notes=notes, logo=logo, logo_placement=issuer.get("logo_placement"), issuer=_issuer_context(issuer))
+        context = printed_context(xml, watermark=watermark, notes=notes, logo=logo, logo_placement=logo_placement or issuer.get("logo_placement"), issuer=_issuer_context(issuer))
         return await asyncio.to_thread(self.renderer.render, context)
 
     async def render(self, event: InvoiceStamped) -> None:
@@ -136,10 +137,12 @@ class NotifierService:
         await self.repo.set_pdf(invoice_id, field, pdf)
         return doc, pdf
 
-    async def preview(self, issuer_id: str, request: InvoiceRequest) -> bytes:
-        """A draft PDF of ``request`` before stamping, marked SIN VALIDEZ FISCAL."""
+    async def preview(self, issuer_id: str, request: InvoiceRequest, *, logo_placement: str | None = None) -> bytes:
+        """A draft PDF of ``request`` before stamping, marked SIN VALIDEZ FISCAL. ``logo_placement``
+        overrides the stored one: the panel previews the placement being chosen, which reaches this
+        service's copy of the profile only after issuer.profile is consumed."""
         xml = await self.preview_cfdi(issuer_id, request)
-        return await self._render_xml(xml, issuer_id, watermark=SIN_VALIDEZ, notes=request.notes)
+        return await self._render_xml(xml, issuer_id, watermark=SIN_VALIDEZ, notes=request.notes, logo_placement=logo_placement)
 
     async def preview_cfdi(self, issuer_id: str, request: InvoiceRequest) -> bytes:
         """The unsealed draft CFDI of ``request`` (the panel's "Actualizar totales" reads its totals)."""

@@ -93,6 +93,18 @@ async def test_preview_builds_a_draft_without_stamp(notifier, fakes):
     assert fakes.repo.documents == {}  # a preview stores nothing
 
 
+async def test_preview_draws_the_placement_being_chosen(notifier, fakes):
+    request = InvoiceRequest.model_validate({
+        "customer": {"rfc": "URE180429TM6", "legal_name": "UNIVERSIDAD ROBOTICA ESPAÑOLA", "tax_regime": "601", "zip": "86991"},
+        "items": [{"product": {"description": "Colegiatura", "product_key": "86121500", "unit_key": "E48", "price": "562.50"}, "quantity": "1"}],
+        "payment_form": "01", "payment_method": "PUE",
+    })
+    await notifier.on_issuer(PROFILE)
+    await notifier.preview("iss_1", request)
+    await notifier.preview("iss_1", request, logo_placement="center")
+    assert [c["logo_placement"] for c in fakes.renderer.contexts] == ["right", "center"]
+
+
 async def test_the_issuers_smtp_and_template_are_used(notifier, fakes, stamped_xml):
     await notifier.on_issuer(PROFILE)
     config = SmtpConfig(host="smtp.kemper.mx", port=587, sender="facturas@kemper.mx", sender_name="Kemper", username="u", password="s3cr3t", security="starttls", source="issuer")

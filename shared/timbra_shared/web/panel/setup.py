@@ -221,6 +221,9 @@ async def test_smtp(request: Request) -> Response:
     return fragment(request, "panel/setup/_smtp_result.html", {"ok": ok, "message": message})
 
 
+PLACEMENTS = ("left", "center", "right")
+
+
 @router.post("/logotipo/ubicacion")
 async def logo_placement(request: Request) -> Response:
     """A placement radio changed: save it (when a logo exists) and redraw the preview."""
@@ -230,12 +233,14 @@ async def logo_placement(request: Request) -> Response:
     api = api_of(request)
     if (await api.get("/v1/issuers/me")).get("logo"):
         await api.put("/v1/issuers/me/logo/placement", {"placement": placement})
-    return await logo_preview(request)
+    return await logo_preview(request, placement)
 
 
 @router.get("/logotipo/vista-previa")
-async def logo_preview(request: Request) -> Response:
-    """The first page of a sample invoice's PDF with the issuer's logo where it will be printed."""
+async def logo_preview(request: Request, placement: str | None = None) -> Response:
+    """The first page of a sample invoice's PDF with the issuer's logo where it will be printed
+    (``placement``, the radio just chosen, is drawn at once rather than once the renderer has
+    caught up with the saved profile)."""
     session_of(request)
     api = api_of(request)
     sample = {
@@ -243,7 +248,7 @@ async def logo_preview(request: Request) -> Response:
         "items": [{"product": {"description": "Concepto de muestra", "product_key": "01010101", "unit_key": "H87", "price": "100.00"}, "quantity": "1"}],
     }
     try:
-        pdf = await api.call("POST", "/v1/invoices/preview/pdf", json=sample)
+        pdf = await api.call("POST", "/v1/invoices/preview/pdf", json=sample, params={"logo_placement": placement} if placement in PLACEMENTS else None)
     except ApiFailure as exc:
         return fragment(request, "panel/_preview.html", {"error": f"{exc.message} ({exc.code})"})
     return fragment(request, "panel/_preview.html", await preview_images(pdf, pages=1))
