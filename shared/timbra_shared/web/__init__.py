@@ -36,14 +36,17 @@ def api_client(ingress: ASGIApp | None) -> httpx.AsyncClient:
 def areas(settings: Settings, http: httpx.AsyncClient) -> list[tuple[str, ASGIApp]]:
     from timbra_shared.web.console import create_console_app
     from timbra_shared.web.panel import create_panel_app
+    from timbra_shared.web.portal import create_portal_app
 
     sealer = Sealer(settings.internal_secret)
     panel = Web(area="panel", prefix="/panel", cookie="timbra_panel", sealer=sealer, http=http)
     console = Web(area="console", prefix="/console", cookie="timbra_console", sealer=sealer, http=http)
+    portal = Web(area="portal", prefix="/portal", cookie="timbra_portal", sealer=sealer, http=http)
     return [
         ("/static", StaticFiles(directory=str(STATIC))),
         ("/panel", create_panel_app(panel)),
         ("/console", create_console_app(console)),
+        ("/portal", create_portal_app(portal, settings.internal_secret)),
     ]
 
 
