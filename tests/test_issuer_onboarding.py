@@ -400,6 +400,32 @@ async def test_users_have_hashed_passwords_and_log_in(client, platform) -> None:
     assert accepted.json()["acceptances"]["privacy_notice"]["by"]["user_id"] == created.json()["id"]
 
 
+async def test_repeated_wrong_passwords_lock_the_username_for_a_while(client, platform) -> None:
+    issuer = await ready_issuer(client)
+    username, password = f"lock-{issuer.rfc.lower()}", "Contraseña-1234-" + secrets.token_hex(4)
+    created = await client.http.post("/v1/issuers/me/users", headers=issuer.headers, json={"name": "Ana", "email": "ana@example.com", "username": username, "password": password})
+    assert created.status_code == 201, created.text
+    for _ in range(5):
+        wrong = await client.http.post("/v1/sessions", json={"username": username, "password": "adivinanza-123"})
+        assert wrong.status_code == 401, wrong.text
+    locked = await client.http.post("/v1/sessions", json={"username": username, "password": password})
+    assert locked.status_code == 429 and locked.json()["code"] == "TIMBRA_LOGIN_LOCKED", locked.text
+    assert 0 < int(locked.headers["Retry-After"]) <= 15 * 60 and "intentos fallidos" in locked.json()["message"]
+    unknown = [await client.http.post("/v1/sessions", json={"username": "nadie-" + username, "password": "x"}) for _ in range(6)]
+    assert [r.status_code for r in unknown] == [401] * 5 + [429], "unknown usernames lock the same way (no user enumeration)"
+
+    mongo = AsyncMongoClient(platform.mongodb_url, tz_aware=True)
+    try:
+        failures = mongo.timbra_issuer_profile.login_failures
+        assert (await failures.find_one({"_id": username}))["locked_until"] is not None
+        await failures.update_one({"_id": username}, {"$set": {"locked_until": datetime.now(UTC) - timedelta(seconds=1)}})  # the lock has run out
+        login = await client.http.post("/v1/sessions", json={"username": username, "password": password})
+        assert login.status_code == 201, login.text
+        assert await failures.find_one({"_id": username}) is None, "a successful login clears the failures"
+    finally:
+        await mongo.close()
+
+
 # --------------------------------------------------------------------------- API keys
 
 

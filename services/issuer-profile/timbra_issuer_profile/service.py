@@ -4,6 +4,7 @@ SMTP settings, document types and series, CSD-expiry notices, and sealing."""
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -34,9 +35,14 @@ from timbra_issuer_profile.domain.logo import DEFAULT_PLACEMENT, validate_logo
 from timbra_issuer_profile.domain.users import (
     DUMMY_HASH,
     ISSUER_ROLES,
+    LOGIN_LOCK,
+    LOGIN_MAX_FAILURES,
+    LOGIN_WINDOW,
     STAFF_ROLES,
+    after_failed_login,
     hash_password,
     initials_of,
+    login_locked_for,
     needs_rehash,
     normalize_username,
     validate_password,
@@ -98,7 +104,11 @@ class IssuerService:
         admin_key: str,
         internal_secret: str,
         smtp_probe: Any = probe_async,
+        login_max_failures: int = LOGIN_MAX_FAILURES,
+        login_lock: timedelta = LOGIN_LOCK,
     ) -> None:
+        self.login_max_failures = login_max_failures
+        self.login_lock = login_lock
         self.store = store
         self.repo = repo
         self.vault = vault
@@ -375,11 +385,25 @@ class IssuerService:
         return doc
 
     async def login(self, username: str, password: str) -> dict[str, Any]:
-        user = await self.repo.user_by_username(normalize_username(username))
+        name = normalize_username(username)
+        now = utcnow()
+        failures = await self.repo.login_failures_of(name)
+        wait = login_locked_for(failures, now)
+        if wait:
+            log.warning("user.login_locked", retry_after=wait)
+            error = ApiError(429, "TIMBRA_LOGIN_LOCKED", f"Demasiados intentos fallidos con este usuario; espera {math.ceil(wait / 60)} min e intenta de nuevo, "
+                             "o restablece la contraseña con el administrador.")
+            error.retry_after = wait  # type: ignore[attr-defined]
+            raise error
+        user = await self.repo.user_by_username(name)
         ok = await _kdf(verify_password, password, user["password_hash"] if user else DUMMY_HASH)
         if user is None or not ok:
+            # unknown usernames are counted too, so a lockout tells nothing about which users exist
+            record = after_failed_login(failures, now, max_failures=self.login_max_failures, lock=self.login_lock)
+            await self.repo.save_login_failures(name, record, expire_at=max(record["first_at"] + LOGIN_WINDOW, record["locked_until"] or now))
             raise ApiError(401, "TIMBRA_LOGIN_FAILED", "Usuario o contraseña incorrectos.")
-        now = utcnow()
+        if failures is not None:
+            await self.repo.clear_login_failures(name)
         if needs_rehash(user["password_hash"]):
             await self.repo.update_user(user["_id"], {}, {"password_hash": await _kdf(hash_password, password)})
         token = "tk_sess_" + secrets.token_urlsafe(32)

@@ -2,14 +2,17 @@
 
 import struct
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from timbra_issuer_profile.domain.logo import MAX_LOGO_BYTES, sniff_image, validate_logo
 from timbra_issuer_profile.domain.users import (
     DUMMY_HASH,
+    after_failed_login,
     hash_password,
     initials_of,
+    login_locked_for,
     needs_rehash,
     validate_password,
     validate_user,
@@ -117,3 +120,26 @@ def test_size_and_dimension_limits():
     assert [p.code for p in validate_logo(png(8, 200))[1]] == ["TIMBRA_LOGO_DIMENSIONS"]
     assert [p.code for p in validate_logo(jpeg(5000, 100))[1]] == ["TIMBRA_LOGO_DIMENSIONS"]
     assert validate_logo(png(16, 4000))[1] == []
+
+
+def test_five_failures_within_the_window_lock_the_username_for_a_while():
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    record = None
+    for minute in range(4):
+        record = after_failed_login(record, now + timedelta(minutes=minute))
+        assert login_locked_for(record, now + timedelta(minutes=minute)) == 0
+    record = after_failed_login(record, now + timedelta(minutes=4))
+    assert login_locked_for(record, now + timedelta(minutes=4)) == 15 * 60
+    assert login_locked_for(record, now + timedelta(minutes=18, seconds=30)) == 30
+    assert login_locked_for(record, now + timedelta(minutes=19)) == 0
+    assert record["count"] == 0  # after the lock ends, five more failures are needed
+
+
+def test_failures_spread_beyond_the_window_never_lock():
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    record = None
+    for attempt in range(12):
+        at = now + timedelta(minutes=8 * attempt)
+        record = after_failed_login(record, at)
+        assert login_locked_for(record, at) == 0
+    assert record["count"] <= 2

@@ -1,6 +1,6 @@
 """MongoDB repositories of issuer-profile."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
@@ -23,6 +23,7 @@ class IssuerRepository:
         self.sessions = db.sessions
         self.logos = db.logos
         self.csd_notices = db.csd_notices
+        self.login_failures = db.login_failures
 
     async def ensure_indexes(self) -> None:
         await self.issuers.create_indexes([IndexModel([("slug", ASCENDING)], unique=True), IndexModel([("rfc", ASCENDING)])])
@@ -34,6 +35,7 @@ class IssuerRepository:
         await self.users.create_indexes([IndexModel([("username", ASCENDING)], unique=True), IndexModel([("issuer_id", ASCENDING)])])
         await self.sessions.create_indexes([IndexModel([("hash", ASCENDING)], unique=True), IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)])
         await self.logos.create_indexes([IndexModel([("issuer_id", ASCENDING)])])
+        await self.login_failures.create_indexes([IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0)])
 
     # ------------------------------------------------------------------ issuers
 
@@ -42,6 +44,19 @@ class IssuerRepository:
 
     async def get(self, issuer_id: str, session: AsyncClientSession | None = None) -> dict[str, Any] | None:
         return await self.issuers.find_one({"_id": issuer_id}, session=session)
+
+    async def csd_expiry_counts(self, now: datetime, days: tuple[int, ...] = (30, 7)) -> dict[str, int]:
+        """Issuers whose longest-lasting enabled CSD has expired, or expires within each of ``days``
+        (the rule of ``expiry_certificate``), for the gauges: one pass over the CSDs."""
+        limits = {f"{d}d": now + timedelta(days=d) for d in days}
+        pipeline = [
+            {"$match": {"valid_from": {"$lte": now}, "disabled_at": None}},
+            {"$group": {"_id": "$issuer_id", "valid_to": {"$max": "$valid_to"}}},
+            {"$group": {"_id": None, "expired": {"$sum": {"$cond": [{"$lte": ["$valid_to", now]}, 1, 0]}},
+                        **{name: {"$sum": {"$cond": [{"$and": [{"$gt": ["$valid_to", now]}, {"$lte": ["$valid_to", limit]}]}, 1, 0]}} for name, limit in limits.items()}}},
+        ]
+        rows = await (await self.csds.aggregate(pipeline)).to_list(None)
+        return {name: int(rows[0][name]) if rows else 0 for name in ("expired", *limits)}
 
     async def all_issuer_ids(self) -> list[str]:
         return [d["_id"] async for d in self.issuers.find({}, projection={"_id": 1})]
@@ -102,6 +117,15 @@ class IssuerRepository:
 
     async def user_by_username(self, username: str) -> dict[str, Any] | None:
         return await self.users.find_one({"username": username, "disabled_at": None})
+
+    async def login_failures_of(self, username: str) -> dict[str, Any] | None:
+        return await self.login_failures.find_one({"_id": username})
+
+    async def save_login_failures(self, username: str, record: dict[str, Any], expire_at: datetime) -> None:
+        await self.login_failures.replace_one({"_id": username}, {**record, "expire_at": expire_at}, upsert=True)
+
+    async def clear_login_failures(self, username: str) -> None:
+        await self.login_failures.delete_one({"_id": username})
 
     async def users_of(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         return await self.users.find(query, projection=USER_PUBLIC).sort("created_at", ASCENDING).to_list(None)

@@ -6,7 +6,10 @@ quarter of the memory, which matters on small shared machines). The parameters t
 can be raised later and old hashes still verify (and are re-hashed at the next login).
 """
 
+import math
 import re
+from datetime import datetime, timedelta
+from typing import Any
 
 from timbra_shared.errors import Problem
 from timbra_shared.passwords import DUMMY_HASH, SCRYPT_DKLEN, SCRYPT_N, SCRYPT_P, SCRYPT_R, hash_password, needs_rehash, verify_password  # noqa: F401 - re-exported
@@ -19,6 +22,31 @@ MIN_PASSWORD = 10
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{2,63}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INITIALS = re.compile(r"^[A-ZÑ]{1,5}$")
+
+
+#: failed logins of one username within LOGIN_WINDOW that lock it for LOGIN_LOCK (OWASP's
+#: "account lockout" with an automatic unlock, so an attacker can slow a user down but not shut them out)
+LOGIN_MAX_FAILURES = 5
+LOGIN_WINDOW = timedelta(minutes=15)
+LOGIN_LOCK = timedelta(minutes=15)
+
+
+def after_failed_login(record: dict[str, Any] | None, now: datetime, *, max_failures: int = LOGIN_MAX_FAILURES,
+                       window: timedelta = LOGIN_WINDOW, lock: timedelta = LOGIN_LOCK) -> dict[str, Any]:
+    """The failure record of a username after one more failed attempt."""
+    if record is None or record["first_at"] + window <= now:
+        count, first_at = 1, now
+    else:
+        count, first_at = record["count"] + 1, record["first_at"]
+    if count >= max_failures:
+        return {"count": 0, "first_at": now, "locked_until": now + lock}
+    return {"count": count, "first_at": first_at, "locked_until": None}
+
+
+def login_locked_for(record: dict[str, Any] | None, now: datetime) -> int:
+    """Seconds until a locked username may try again (0: not locked)."""
+    until = (record or {}).get("locked_until")
+    return math.ceil((until - now).total_seconds()) if until and until > now else 0
 
 
 def normalize_username(username: str) -> str:
