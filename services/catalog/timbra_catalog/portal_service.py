@@ -40,6 +40,7 @@ from timbra_shared.passwords import DUMMY_HASH, hash_password, needs_rehash, ver
 log = get_logger(__name__)
 
 STAMPED = ("stamped", "rendered", "emailed")
+DOCUMENT_RETRIES = 30
 _KDF_SLOTS = asyncio.Semaphore(2)  # scrypt takes 32 MiB per hash
 
 
@@ -262,6 +263,12 @@ class PortalService:
         doc = await self._visible(issuer["_id"], invoice_id, receipt=receipt, session=session)
         try:
             response = await self.pipeline.document(issuer["_id"], invoice_id, kind)
+            # stamped a moment ago: the notifier may still be rendering (or not have heard yet)
+            for _ in range(DOCUMENT_RETRIES if doc.get("status") == "stamped" else 0):
+                if response.status_code != 404:
+                    break
+                await asyncio.sleep(0.5)
+                response = await self.pipeline.document(issuer["_id"], invoice_id, kind)
         except Unavailable:
             raise ApiError(503, "unavailable", "No pudimos obtener el archivo en este momento; intenta de nuevo en unos segundos.") from None
         if response.status_code == 404:

@@ -6,6 +6,7 @@ Every refusal is a coded ``Problem`` with a Spanish message the customer can act
 
 import hashlib
 import hmac
+import math
 import random
 import re
 import secrets
@@ -102,7 +103,7 @@ def blocked_for(attempts: Attempts | None, kind: str, now: datetime) -> int:
     limit, window = THROTTLES[kind]
     if attempts is None or now - attempts.window_start >= window or attempts.count < limit:
         return 0
-    return max(1, int((attempts.window_start + window - now).total_seconds()) + 1)
+    return max(1, math.ceil((attempts.window_start + window - now).total_seconds()))
 
 
 def rate_limited(kind: str, seconds: int) -> Problem:
