@@ -183,7 +183,12 @@ async def test_customer_accounts_recovery_and_isolation(client: TimbraClient, pl
     issuer = await portal_issuer(client, "FARMACIA CUENTAS")
     branch = await branch_of(client, issuer, "Norte")
     second = await branch_of(client, issuer, "Sur")
-    http, slug = client.http, issuer.slug
+    async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=180) as http:  # scrypt on a loaded 2-core box takes seconds
+        await _accounts(client, platform, http, issuer, branch, second)
+
+
+async def _accounts(client: TimbraClient, platform, http: httpx.AsyncClient, issuer: Issuer, branch: dict[str, Any], second: dict[str, Any]) -> None:  # noqa: ANN001
+    slug = issuer.slug
     rfc, email = rfc_fisica(), f"cliente.{secrets.token_hex(3)}@example.com"
     person = {"rfc": rfc, "legal_name": "JUAN PEREZ GARCIA", "tax_regime": "612", "zip": "06000", "use": "G03"}
     receipts = []
@@ -288,3 +293,30 @@ async def test_burst_of_wrong_lookups_is_throttled_per_address_and_issuer(client
     # a client cannot pick its own address: the ingress overwrites x-timbra-client-ip without the proof
     spoofed = await client.http.post(f"/v1/portal/{issuer.slug}/invoices", json=lookup(branch, ticket), headers={"x-timbra-client-ip": "203.0.113.9", "x-timbra-client-proof": "nope"})
     assert spoofed.status_code == 429
+
+
+async def test_portal_pages_cookies_and_csrf(client: TimbraClient, platform) -> None:  # noqa: ANN001
+    issuer = await portal_issuer(client, "PAGINAS PORTAL")
+    branch = await branch_of(client, issuer, "Poniente")
+    async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=60) as web:
+        assert (await web.get("/portal/no-existe-este-portal/")).status_code == 404
+        home = await web.get(f"/portal/{issuer.slug}/")
+        assert home.status_code == 200 and "Poniente" in home.text and "PAGINAS PORTAL" in home.text
+        ticket_page = await web.get(f"/portal/{issuer.slug}/ticket", params={"sucursal": branch["id"], "rfc": "MCI7306249Y1"})
+        assert ticket_page.status_code == 200 and 'id="help-total"' in ticket_page.text
+        pre = next(c for c in ticket_page.headers.get_list("set-cookie") if c.startswith("timbra_pre="))
+        assert "HttpOnly" in pre and "Path=/portal" in pre and "SameSite=lax" in pre
+        token = re.search(r'name="csrf" value="([^"]+)"', ticket_page.text).group(1)  # type: ignore[union-attr]
+        form = {"branch_id": branch["id"], "rfc": "MCI7306249Y1", "legal_name": "X", "tax_regime": "603", "zip": "54700", "use": "G03", "email": "a@example.com",
+                "order_number": "1", "ticket_number": "1", "total": "1"}
+        refused = await web.post(f"/portal/{issuer.slug}/facturar", data=form)
+        assert refused.status_code == 403 and "El formulario venció" in refused.text
+        forged = await web.post(f"/portal/{issuer.slug}/facturar", data={**form, "csrf": "0" * 40})
+        assert forged.status_code == 403
+        answered = await web.post(f"/portal/{issuer.slug}/facturar", data={**form, "csrf": token})
+        assert answered.status_code == 404 and "TIMBRA_TICKET_NOT_FOUND" in answered.text  # the form came back with the message
+        # a receipt cookie from one browser is useless in another, and HTTPS makes the cookies Secure
+    async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=60) as fresh:
+        https = await fresh.get(f"/portal/{issuer.slug}/entrar", headers={"X-Forwarded-Proto": "https"})
+        cookies = https.headers.get_list("set-cookie")
+        assert cookies and all("Secure" in c for c in cookies), cookies

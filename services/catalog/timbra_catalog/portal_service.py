@@ -430,9 +430,10 @@ class PortalService:
         account = session["account"]
         password = str(data.get("password") or "")
         problems = rules.validate_password(password, str(data.get("password_confirmation") or ""), rfc=account["rfc"])
-        if not await _verify(str(data.get("current_password") or ""), account["password_hash"]):
+        current = str(data.get("current_password") or "")
+        if not await _verify(current, account["password_hash"]):
             problems.insert(0, Problem("TIMBRA_PASSWORD_CURRENT_WRONG", "La contraseña actual no es correcta.", "timbra", "current_password"))
-        elif not problems and await _verify(password, account["password_hash"]):
+        elif not problems and password == current:
             problems.append(Problem("TIMBRA_PASSWORD_REUSED", "La nueva contraseña debe ser distinta de la actual.", "timbra", "password"))
         if problems:
             raise invalid(problems)
