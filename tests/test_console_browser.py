@@ -167,7 +167,7 @@ def test_operator_timeline_and_dead_letter_replay(api: Api, browser: Browser) ->
     browser.screenshot("replay-refused")
     assert api.invoice(issuer, invoice_id) is None
 
-    fixed = json.dumps(poison | {"issuer_id": issuer["id"]}, ensure_ascii=False)
+    fixed = json.dumps(poison | {"issuer_id": issuer["id"], "event_type": "invoice.requested"}, ensure_ascii=False)
     browser.fill("#f-payload", fixed)
     browser.fill("#f-note", "Faltaba issuer_id; corregido a mano")
     browser.click("#replay")
@@ -201,6 +201,14 @@ def test_operator_timeline_and_dead_letter_replay(api: Api, browser: Browser) ->
     browser.wait_text("#issuers", issuer["id"])
     assert invoice_id in browser.text("#results")
     browser.screenshot("search-rfc")
+
+    # on a phone screen the pipeline and the timeline fit the width (tables scroll inside their box)
+    browser.driver.set_window_size(390, 844)
+    for path in ("/console/operacion", f"/console/operacion/facturas/{invoice_id}"):
+        browser.open(path)
+        assert not browser.overflows_horizontally(), path
+    browser.screenshot("phone-timeline")
+    browser.driver.set_window_size(1280, 1000)
 
     # a rejected invoice (no credits) shows its failure reason on the timeline
     broke = api.issuer(credits=0)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -175,7 +176,7 @@ async def test_a_poison_message_is_stored_fixed_and_replayed_once(platform: Any,
     assert json.loads(letter["payload"]) == poison and letter["error_type"] == "PoisonMessage"
     refused = await client.http.post(f"/v1/ops/dead-letters/{letter['id']}/replay", headers=operator, json={"payload": "{esto no es json"})
     assert refused.status_code == 422 and refused.json()["code"] == "TIMBRA_REPLAY_INVALID_JSON"
-    fixed = json.dumps(poison | {"issuer_id": issuer.id})
+    fixed = json.dumps(poison | {"issuer_id": issuer.id, "event_type": "invoice.requested"})
     replayed = await client.http.post(f"/v1/ops/dead-letters/{letter['id']}/replay", headers=operator, json={"payload": fixed, "note": "faltaba el emisor"})
     assert replayed.status_code == 200, replayed.text
     body = replayed.json()
@@ -205,6 +206,13 @@ async def test_a_poison_message_is_stored_fixed_and_replayed_once(platform: Any,
     discarded = await client.http.post(f"/v1/ops/dead-letters/{bad['id']}/discard", headers=operator, json={"note": "basura de una prueba"})
     assert discarded.status_code == 200 and discarded.json()["status"] == "discarded"
     assert (await client.http.post(f"/v1/ops/dead-letters/{bad['id']}/replay", headers=operator, json={})).status_code == 409
+    # the same store from a terminal: timbra dlq
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "timbra_shared.cli", "dlq", "--url", platform.url("ingress"), "--key", operator["Authorization"].split()[1],
+        "list", "--status", "discarded", "--invoice", other, "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await cli.communicate()
+    assert cli.returncode == 0, err.decode()
+    assert bad["id"] in [r["id"] for r in json.loads(out)]
 
 
 async def test_search_timeline_pipeline_lag_and_queues(client: TimbraClient, issuer: Issuer) -> None:

@@ -5,6 +5,7 @@
 - ``timbra demo``: create an issuer with a generated test CSD, grant credits, issue one invoice
   through the public API and wait until it is emailed.
 - ``timbra asyncapi [FILE]``: the AsyncAPI document of the topics issuers may use.
+- ``timbra dlq list|show|replay|discard``: the dead-letter store through ``/v1/ops`` (``ops_cli``).
 """
 
 import sys
@@ -15,7 +16,8 @@ def _usage() -> int:
           "  timbra cfdi validate|cadena|verify|seal FILE.xml   herramientas sobre archivos CFDI\n"
           "  timbra up | timbra down                            plataforma local embebida\n"
           "  timbra demo [--url URL] [--admin-key KEY]          emite una factura de prueba de punta a punta"
-          "\n  timbra asyncapi [ARCHIVO.json]                      el documento AsyncAPI de invoice.requested y los eventos de estado", file=sys.stderr)
+          "\n  timbra asyncapi [ARCHIVO.json]                      el documento AsyncAPI de invoice.requested y los eventos de estado"
+          "\n  timbra dlq list|show|replay|discard                 mensajes muertos (llave de operador o de administrador)", file=sys.stderr)
     return 2
 
 
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
+    if command == "dlq":
+        from timbra_shared.ops_cli import main as dlq_main
+
+        return dlq_main(rest)
     if command == "demo":
         from timbra_shared.demo import main as demo_main
 

@@ -145,8 +145,8 @@ def plan_replay(letter: Mapping[str, Any], dead_letter_id: str, corrected_payloa
     if corrected:
         try:
             json.loads(body)
-        except ValueError as exc:
-            raise ReplayRefused("TIMBRA_REPLAY_INVALID_JSON", f"El mensaje corregido no es JSON válido: {exc}.", "payload") from None
+        except json.JSONDecodeError as exc:
+            raise ReplayRefused("TIMBRA_REPLAY_INVALID_JSON", f"El mensaje corregido no es JSON válido (línea {exc.lineno}, columna {exc.colno}); revísalo antes de reenviar.", "payload") from None
     headers = {k: str(v) for k, v in (letter.get("headers") or {}).items() if k.lower() not in _DROPPED_HEADERS}
     headers[REPLAY_OF_HEADER] = dead_letter_id
     key = letter.get("key")
