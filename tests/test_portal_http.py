@@ -299,12 +299,12 @@ async def test_portal_pages_cookies_and_csrf(client: TimbraClient, platform) -> 
     issuer = await portal_issuer(client, "PAGINAS PORTAL")
     branch = await branch_of(client, issuer, "Poniente")
     async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=60) as web:
-        assert (await web.get("/portal/no-existe-este-portal/")).status_code == 404
         home = await web.get(f"/portal/{issuer.slug}/")
+        assert (await web.get("/portal/no-existe-este-portal/")).status_code == 404
         assert home.status_code == 200 and "Poniente" in home.text and "PAGINAS PORTAL" in home.text
         ticket_page = await web.get(f"/portal/{issuer.slug}/ticket", params={"sucursal": branch["id"], "rfc": "MCI7306249Y1"})
         assert ticket_page.status_code == 200 and 'id="help-total"' in ticket_page.text
-        pre = next(c for c in ticket_page.headers.get_list("set-cookie") if c.startswith("timbra_pre="))
+        pre = next(c for c in home.headers.get_list("set-cookie") if c.startswith("timbra_pre="))
         assert "HttpOnly" in pre and "Path=/portal" in pre and "SameSite=lax" in pre
         token = re.search(r'name="csrf" value="([^"]+)"', ticket_page.text).group(1)  # type: ignore[union-attr]
         form = {"branch_id": branch["id"], "rfc": "MCI7306249Y1", "legal_name": "X", "tax_regime": "603", "zip": "54700", "use": "G03", "email": "a@example.com",
