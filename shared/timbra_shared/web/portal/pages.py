@@ -47,6 +47,11 @@ def _page(request: Request, template: str, slug: str, portal: dict[str, Any], co
     return web_of(request).render(request, template, {"slug": slug, "portal": portal, "me": customer(request, slug), "uses": USES, "regimes": REGIMES, **(context or {})}, status=status)
 
 
+@router.get("/")
+async def no_slug(request: Request) -> Response:
+    return web_of(request).render(request, "portal/error.html", {"title": "Portal de facturación", "message": "Abre la dirección del portal que te dio el comercio: /portal/<nombre-del-comercio>/."}, status=404)
+
+
 # ---------------------------------------------------------------------- I. Cómo facturar
 
 @router.get("/{slug}/")
