@@ -484,7 +484,7 @@ async def test_new_invoice_two_catalog_products_and_one_typed_through_stamp_and_
 
     # Registros CFDI: find it by UUID, resend it by email
     b.open(f"/panel/facturas?uuid={uuid}")
-    assert uuid in b.text("#registros")
+    assert uuid in b.text("#registros") and "MUNICIPIO DE CUAUTITLAN IZCALLI" in b.text("#registros")
     b.all("#registros tbody a")[0].click()
     b.wait_url("/panel/facturas/inv_")
     b.fill("#f-emails", "copia@example.com")

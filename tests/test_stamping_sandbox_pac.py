@@ -41,15 +41,15 @@ def sealed(csd, **overrides) -> bytes:
 def start_sandbox(folder, port: int, **env: str) -> subprocess.Popen:
     environment = {**os.environ, "TIMBRA_DATA_DIR": str(folder), "TIMBRA_HTTP_PORT": str(port), "TIMBRA_PAC_TOKEN": TOKEN, **env}
     proc = subprocess.Popen([sys.executable, "-m", "timbra_shared.sandbox_pac"], env=environment)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 120  # patient: a loaded 2-core machine starts Python slowly
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("sandbox PAC did not start")
+    raise RuntimeError(f"sandbox PAC did not start (exit code {proc.poll()})")
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ def present(doc: dict[str, Any]) -> dict[str, Any]:
         "serie": doc.get("serie"),
         "folio": doc.get("folio"),
         "total": doc.get("total"),
+        "customer": _customer(doc),
         "trace_id": doc.get("trace_id"),
         "created_at": doc["created_at"].isoformat(),
         "timeline": [
@@ -53,6 +54,13 @@ def present(doc: dict[str, Any]) -> dict[str, Any]:
         **({"message": doc.get("message"), "errors": doc["errors"]} if doc.get("errors") is not None else {}),
         **({"cancellation": _cancellation(doc["cancellation"])} if doc.get("cancellation") else {}),
     }
+
+
+def _customer(doc: dict[str, Any]) -> dict[str, Any]:
+    """The receptor as the CFDI names it once built; before that, as the request gave it."""
+    summary = doc.get("summary") or {}
+    given = (doc.get("request") or {}).get("customer") or {}
+    return {"id": doc.get("customer_id"), "rfc": summary.get("rfc_receptor") or doc.get("customer_rfc"), "legal_name": summary.get("nombre_receptor") or given.get("legal_name")}
 
 
 def _cancellation(summary: dict[str, Any]) -> dict[str, Any]:

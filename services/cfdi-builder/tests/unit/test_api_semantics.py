@@ -99,3 +99,14 @@ def test_a_final_status_recorded_at_the_same_instant_as_its_step_reads_last() ->
         {"status": "cancellation_accepted", "at": at, "service": "cancellation"},
     ]}
     assert [t["status"] for t in present(doc)["timeline"]] == ["cancellation_pending", "cancellation_accepted", "canceled"]
+
+
+def test_the_invoice_names_its_customer_as_requested_then_as_built() -> None:
+    from timbra_cfdi_builder.api import present
+
+    at = utcnow()
+    requested = {"_id": "inv_1", "issuer_id": "iss_1", "status": "requested", "created_at": at, "customer_id": None, "customer_rfc": "URE180429TM6",
+                 "request": {"customer": {"rfc": "ure180429tm6", "legal_name": "Universidad Robótica Española"}}}
+    assert present(requested)["customer"] == {"id": None, "rfc": "URE180429TM6", "legal_name": "Universidad Robótica Española"}
+    built = {**requested, "status": "built", "customer_id": "cus_1", "summary": {"rfc_receptor": "URE180429TM6", "nombre_receptor": "UNIVERSIDAD ROBOTICA ESPAÑOLA"}}
+    assert present(built)["customer"] == {"id": "cus_1", "rfc": "URE180429TM6", "legal_name": "UNIVERSIDAD ROBOTICA ESPAÑOLA"}
