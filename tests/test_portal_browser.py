@@ -143,6 +143,7 @@ def refusal(b: Browser) -> tuple[str, str]:
     return element.get_attribute("data-code"), element.text
 
 
+@pytest.mark.timeout(900)  # a long journey on a shared 2-core machine
 async def test_portal_flow_with_every_refusal(client: TimbraClient, platform, browser: Browser) -> None:  # noqa: ANN001
     issuer, (branch,) = await shop(client, "TAQUERIA EL PORTAL")
     good, closed = await ticket(client, issuer, branch), await ticket(client, issuer, branch, days_ago=70)
@@ -232,6 +233,7 @@ async def test_portal_flow_with_every_refusal(client: TimbraClient, platform, br
     b.screenshot("12-rfc-conocido")
 
 
+@pytest.mark.timeout(900)  # a long journey on a shared 2-core machine
 async def test_portal_when_sat_is_down(client: TimbraClient, platform, browser: Browser) -> None:  # noqa: ANN001
     issuer, (branch,) = await shop(client, "PANADERIA SIN SAT")
     tk = await ticket(client, issuer, branch)
@@ -271,6 +273,7 @@ def solve_captcha(b: Browser) -> str:
     return str(int(a) + int(c) if op == "+" else int(a) - int(c))
 
 
+@pytest.mark.timeout(900)  # a long journey on a shared 2-core machine
 async def test_customer_panel_and_password_recovery(client: TimbraClient, platform, browser: Browser) -> None:  # noqa: ANN001
     issuer, (north, south) = await shop(client, "FARMACIA DEL PANEL", ("Norte", "Sur"))
     rfc, email = rfc_fisica(), f"panel.{secrets.token_hex(3)}@example.com"
@@ -383,6 +386,7 @@ async def test_customer_panel_and_password_recovery(client: TimbraClient, platfo
 
 # --------------------------------------------------------------------------- enumeration, phone
 
+@pytest.mark.timeout(900)  # a long journey on a shared 2-core machine
 async def test_burst_of_wrong_lookups_is_rate_limited(client: TimbraClient, browser: Browser) -> None:
     issuer, (branch,) = await shop(client, "MINISUPER ENUMERACION")
     tk = await ticket(client, issuer, branch)
@@ -405,6 +409,7 @@ async def test_burst_of_wrong_lookups_is_rate_limited(client: TimbraClient, brow
     b.screenshot("demasiados-intentos")
 
 
+@pytest.mark.timeout(900)  # a long journey on a shared 2-core machine
 async def test_portal_on_a_phone_screen(client: TimbraClient, phone: Browser) -> None:
     issuer, (branch,) = await shop(client, "FONDA EN EL CELULAR")
     tk = await ticket(client, issuer, branch)

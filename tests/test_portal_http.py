@@ -71,6 +71,7 @@ async def until_final(http: httpx.AsyncClient, slug: str, invoice_id: str, heade
         await asyncio.sleep(0.4)
 
 
+@pytest.mark.timeout(900)  # the pipeline and scrypt on a shared 2-core machine
 async def test_portal_invoice_errors_downloads_and_isolation(client: TimbraClient, platform) -> None:  # noqa: ANN001
     issuer = await portal_issuer(client, "ABARROTES PORTAL HTTP")
     other = await portal_issuer(client, "OTRO COMERCIO PORTAL")
@@ -151,6 +152,7 @@ async def test_portal_invoice_errors_downloads_and_isolation(client: TimbraClien
     assert (await _ok(await http.get(f"/v1/portal/{other.slug}/customers/{CUSTOMER['rfc']}")))["known"] is False
 
 
+@pytest.mark.timeout(900)  # the pipeline and scrypt on a shared 2-core machine
 async def test_portal_waits_for_sat_when_the_pac_is_down(client: TimbraClient, platform) -> None:  # noqa: ANN001
     issuer = await portal_issuer(client, "CAFETERIA SAT CAIDO")
     branch = await branch_of(client, issuer)
@@ -179,6 +181,7 @@ def captcha_answer(svg: str) -> str:
     return str(int(a) + int(b) if op == "+" else int(a) - int(b))
 
 
+@pytest.mark.timeout(900)  # the pipeline and scrypt on a shared 2-core machine
 async def test_customer_accounts_recovery_and_isolation(client: TimbraClient, platform) -> None:  # noqa: ANN001
     issuer = await portal_issuer(client, "FARMACIA CUENTAS")
     branch = await branch_of(client, issuer, "Norte")

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from timbra_shared.logging import get_logger
 from timbra_shared.web.core import ApiFailure, Web
 from timbra_shared.web.portal import pages
-from timbra_shared.web.portal.common import CsrfRefused, LoginRequired, PasswordChangeRequired
+from timbra_shared.web.portal.common import CsrfRefused, LoginRequired, PasswordChangeRequired, customer
 
 log = get_logger(__name__)
 
@@ -21,6 +21,10 @@ def create_portal_app(web: Web, secret: str) -> FastAPI:
     app.state.web = web
     app.state.secret = secret
     app.include_router(pages.router)
+
+    def where(request: Request) -> dict[str, object]:
+        slug = request.path_params.get("slug")
+        return {"slug": slug, "me": customer(request, slug) if slug else None}
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
@@ -34,13 +38,13 @@ def create_portal_app(web: Web, secret: str) -> FastAPI:
 
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
-        return web.render(request, "portal/error.html", {"title": "Formulario vencido", "message": "El formulario venció o no vino de esta página. Recarga la página e intenta de nuevo."}, status=403)
+        return web.render(request, "portal/error.html", {**where(request), "title": "Formulario vencido", "message": "El formulario venció o no vino de esta página. Recarga la página e intenta de nuevo."}, status=403)
 
     @app.exception_handler(ApiFailure)
     async def api_failure(request: Request, exc: ApiFailure) -> Response:
         if exc.status == 404:
-            return web.render(request, "portal/error.html", {"title": "No encontrado", "message": exc.message}, status=404)
+            return web.render(request, "portal/error.html", {**where(request), "title": "No encontrado", "message": exc.message}, status=404)
         log.warning("portal.api_failure", path=request.url.path, status=exc.status, code=exc.code)
-        return web.render(request, "portal/error.html", {"title": "No se pudo completar", "message": exc.message, "code": exc.code}, status=502 if exc.status >= 500 else 422)
+        return web.render(request, "portal/error.html", {**where(request), "title": "No se pudo completar", "message": exc.message, "code": exc.code}, status=502 if exc.status >= 500 else 422)
 
     return app
