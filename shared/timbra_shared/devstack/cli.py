@@ -22,6 +22,19 @@ def _say(msg: str) -> None:
     print(f"[timbra] {msg}", flush=True)
 
 
+def _scale(specs: list[str]) -> dict[str, int]:
+    """``["stamping=2", "cfdi-builder=3"]`` -> instances per service (extra ones get free ports)."""
+    from .platform import SERVICES
+
+    instances: dict[str, int] = {}
+    for spec in specs:
+        name, _, count = spec.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise PlatformError(f"--scale {spec}: expected <service>=<n> with one of {', '.join(SERVICES)}")
+        instances[name] = int(count)
+    return instances
+
+
 def _config_from_args(args: argparse.Namespace) -> PlatformConfig:
     overrides: dict = {}
     if getattr(args, "data_dir", None):
@@ -34,6 +47,8 @@ def _config_from_args(args: argparse.Namespace) -> PlatformConfig:
         overrides["processes"] = [p.strip() for p in args.only.split(",") if p.strip()]
     if getattr(args, "skip_missing", False):
         overrides["skip_missing"] = True
+    if getattr(args, "scale", None):
+        overrides["instances"] = _scale(args.scale)
     config = PlatformConfig.from_env(**overrides)
     if getattr(args, "api_port", None):
         config.ports["ingress"] = args.api_port
@@ -92,6 +107,7 @@ def _up_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, help="partitions per topic (env TIMBRA_PARTITIONS)")
     p.add_argument("--only", help="comma-separated subset of: " + ",".join(s.name for s in PROCESSES))
     p.add_argument("--skip-missing", action="store_true", help="skip processes whose module is not installed")
+    p.add_argument("--scale", action="append", metavar="SERVICE=N", help="run N instances of a service in its consumer groups (repeatable)")
     p.add_argument("--no-autorestart", action="store_true", help="do not restart processes that crash")
     return p
 

@@ -149,6 +149,9 @@ class PlatformConfig:
     stop_grace: float = 10.0
     extra_env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
+    #: service -> instances to run (default 1); the extra ones are named ``<service>#2``, … and
+    #: join the same consumer groups (docs/scaling.md)
+    instances: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -250,6 +253,10 @@ class PlatformConfig:
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
 
+    def instance_names(self, service: str) -> list[str]:
+        """``service`` and its extra instances (``service#2`` …), as configured."""
+        return [service] + [instance_name(service, n) for n in range(2, self.instances.get(service, 1) + 1)]
+
     def health_url(self, name: str) -> str:
         return self.url(name) + "/healthz"
 
@@ -288,16 +295,27 @@ class PlatformConfig:
         }
 
     def env_for(self, name: str) -> dict[str, str]:
-        """The full TIMBRA_* environment of process ``name``."""
-        if name not in SPECS:
+        """The full TIMBRA_* environment of process ``name`` (or of an instance ``name#n``)."""
+        base = base_name(name)
+        if base not in SPECS:
             raise PlatformError(f"unknown process {name!r}")
         env = self.common_env()
-        env["TIMBRA_SERVICE_NAME"] = name
+        env["TIMBRA_SERVICE_NAME"] = base
         env["TIMBRA_HTTP_PORT"] = str(self.ports[name])
         return env
 
     def argv_for(self, name: str) -> list[str]:
-        return [self.python, "-m", SPECS[name].module]
+        return [self.python, "-m", SPECS[base_name(name)].module]
+
+
+def instance_name(service: str, n: int) -> str:
+    """The name of the ``n``-th instance of a service (the first is the service's own name)."""
+    return service if n == 1 else f"{service}#{n}"
+
+
+def base_name(name: str) -> str:
+    """``stamping#2`` -> ``stamping``."""
+    return name.split("#", 1)[0]
 
 
 def load_topics(config: PlatformConfig) -> dict[str, int]:
@@ -473,26 +491,46 @@ class Platform:
                 "ports already in use: " + ", ".join(busy)
                 + " (is `make up` already running? stop it with `make down`, or choose other ports)")
 
-    def _start_process(self, spec: ProcessSpec) -> ManagedProcess:
+    def _start_process(self, spec: ProcessSpec, name: str | None = None) -> ManagedProcess:
+        name = name or spec.name
+        if name not in self.config.ports:  # an extra instance: any free port
+            self.config.ports[name] = servers.free_port(self.config.host)
         return self.supervisor.start(
-            spec.name, self.config.argv_for(spec.name), self.env_for(spec.name),
-            health_url=self.config.health_url(spec.name), port=self.config.ports[spec.name],
+            name, self.config.argv_for(name), self.env_for(name),
+            health_url=self.config.health_url(name), port=self.config.ports[name],
         )
 
     async def _start_wave(self, wave: list[ProcessSpec]) -> None:
         t0 = time.monotonic()
-        for spec in wave:
-            self._start_process(spec)
-        await asyncio.gather(*(self.supervisor.wait_healthy(s.name, self.config.health_timeout) for s in wave))
-        names = ", ".join(s.name for s in wave)
-        self._echo(f"{names} healthy ({time.monotonic() - t0:.1f}s)")
+        names = [name for spec in wave for name in self.config.instance_names(spec.name)]
+        for name in names:
+            self._start_process(SPECS[base_name(name)], name)
+        await asyncio.gather(*(self.supervisor.wait_healthy(name, self.config.health_timeout) for name in names))
+        self._echo(f"{', '.join(names)} healthy ({time.monotonic() - t0:.1f}s)")
+
+    def instances(self, service: str) -> list[str]:
+        """The names of the running-or-started instances of ``service`` (``stamping``, ``stamping#2`` …)."""
+        return [n for n in self.supervisor.names if base_name(n) == service]
+
+    async def start_instance(self, service: str) -> str:
+        """Start one more instance of a domain service (same consumer groups, its own HTTP port)
+        and wait for its /healthz; returns its name (``stamping#2``)."""
+        if service not in SERVICES:
+            raise PlatformError(f"only the domain services scale out, not {service!r}")
+        taken = set(self.instances(service))
+        n = next(n for n in range(2, 1000) if instance_name(service, n) not in taken)
+        name = instance_name(service, n)
+        self.config.instances[service] = max(self.config.instances.get(service, 1), n)
+        self._start_process(SPECS[service], name)  # from this (main) thread: parent-death signal
+        await self.supervisor.wait_healthy(name, self.config.health_timeout)
+        return name
 
     def _require(self, name: str) -> ProcessSpec:
-        if name not in SPECS:
+        if base_name(name) not in SPECS:
             raise PlatformError(f"unknown process {name!r}")
         if name not in self.supervisor:
             raise PlatformError(f"{name} was not started by this platform")
-        return SPECS[name]
+        return SPECS[base_name(name)]
 
     async def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` (default SIGKILL) to a process's group; SIGKILL waits until it is gone."""
