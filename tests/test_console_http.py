@@ -115,6 +115,8 @@ async def test_console_login_roles_and_pages(platform: Any, client: TimbraClient
     async with console(platform, username=operator) as (http, token):
         assert (await http.get("/console/")).headers["location"] == "/console/operacion"
         assert (await http.get("/console/operacion")).status_code == 200
+        for path in ("/console/operacion/mensajes?estado=todos", "/console/operacion/colas", "/console/operacion/retraso", "/console/operacion/buscar?q=nadie-se-llama-asi"):
+            assert (await http.get(path)).status_code == 200, path
         refused = await http.get("/console/cobranza/excepciones")
         assert refused.status_code == 403 and "personal de cobranza" in refused.text
         resolve = await http.post("/console/cobranza/excepciones/exc_x/resolver", data={"csrf": token, "action": "dismiss", "note": "no debería"})
@@ -127,6 +129,21 @@ async def test_console_login_roles_and_pages(platform: Any, client: TimbraClient
         assert (await http.get("/console/cobranza/excepciones")).status_code == 200
         page = await http.get(f"/console/cobranza/emisores/{issuer.id}")
         assert page.status_code == 200 and 'id="ledger"' in page.text and "grant" in page.text
+        refused = await http.post(f"/console/cobranza/emisores/{issuer.id}/creditos", data={"csrf": token, "stamps": "0", "months": "12"})
+        assert refused.status_code == 422 and 'class="field has-error"' in refused.text.split('id="grant-form"')[1].split("</form>")[0]
+        for path, marker in (("/console/cobranza", 'id="accounts"'), ("/console/cobranza/productos", "TIM0100"), ("/console/cobranza/referencias", 'id="references"'),
+                             ("/console/cobranza/estados", 'id="statement-form"'), ("/console/cobranza/excepciones?estado=todas", "Excepciones de conciliación")):
+            shown = await http.get(path)
+            assert shown.status_code == 200 and marker in shown.text, path
+        products = (await client.http.get("/v1/billing/products", headers=client.admin)).json()["data"]
+        product = next(p for p in products if p["code"] == "TIM0100")
+        form = {"csrf": token, "description": product["description"], "price": "no es precio", "stamps": str(product["stamps"]), "months": str(product["months"]), "active": "on"}
+        bad_price = await http.post("/console/cobranza/productos/TIM0100", data=form)
+        assert bad_price.status_code == 422 and 'class="field-error"' in bad_price.text.split('id="product-TIM0100"')[1].split("</form>")[0]
+        same = await http.post("/console/cobranza/productos/TIM0100", data=form | {"price": str(product["price"])})
+        assert same.status_code == 303
+        after = next(p for p in (await client.http.get("/v1/billing/products", headers=client.admin)).json()["data"] if p["code"] == "TIM0100")
+        assert after["price"] == product["price"]
     async with console(platform, key=platform.admin_key) as (http, _token):
         menu = (await http.get("/console/operacion")).text
         assert "Mensajes muertos" in menu and "Excepciones" in menu

@@ -20,6 +20,12 @@ KIND_ES = {
 }
 
 
+def _int(text: str) -> int | str:
+    """Numbers as numbers (``months`` is a Literal[12, 24] that a string never matches); anything
+    else goes as typed, for the API to name the field."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
 def _q(value: str) -> str:
     return quote(value, safe="")
 
@@ -96,8 +102,8 @@ async def products(request: Request, errors: dict[str, list[str]] | None = None,
 @router.post("/productos/{code}")
 async def put_product(request: Request, code: str) -> Response:
     form = await checked_form(request)
-    body = {"description": form_text(form, "description"), "price": form_text(form, "price"), "stamps": form_text(form, "stamps") or "0",
-            "months": form_text(form, "months") or "12", "active": form.get("active") == "on"}
+    body = {"description": form_text(form, "description"), "price": form_text(form, "price"), "stamps": _int(form_text(form, "stamps") or "0"),
+            "months": _int(form_text(form, "months") or "12"), "active": form.get("active") == "on"}
     try:
         await api_of(request, BILL).put(f"/v1/billing/products/{_q(code)}", body)
     except SessionExpired:
