@@ -50,7 +50,9 @@ class Browser:
         self.base_url = base_url.rstrip("/")
         self.artifacts = artifacts
         self.downloads = artifacts / "downloads"
+        shutil.rmtree(self.downloads, ignore_errors=True)  # a rerun in the same checkout must not find the last run's files
         self.downloads.mkdir(parents=True, exist_ok=True)
+        self._returned: set[Path] = set()
         options = webdriver.ChromeOptions()
         options.binary_location = chromium
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-extensions",
@@ -164,7 +166,14 @@ class Browser:
         return path
 
     def wait_download(self, suffix: str, timeout: float = DEFAULT_WAIT) -> Path:
-        return self.until(lambda: next((p for p in sorted(self.downloads.glob(f"*{suffix}"), key=lambda p: p.stat().st_mtime, reverse=True)), None), f"download *{suffix}", timeout)
+        """The newest finished download ending in ``suffix`` that no earlier call returned."""
+        def fresh() -> Path | None:
+            files = sorted((p for p in self.downloads.glob(f"*{suffix}") if p not in self._returned), key=lambda p: p.stat().st_mtime, reverse=True)
+            return files[0] if files else None
+
+        found = self.until(fresh, f"download *{suffix}", timeout)
+        self._returned.add(found)
+        return found
 
     def cookies(self) -> dict[str, dict[str, Any]]:
         return {c["name"]: c for c in self.driver.get_cookies()}
