@@ -14,6 +14,7 @@ import asyncio
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -53,6 +54,7 @@ def shots() -> Path:
 def _browser(platform, shots: Path, request: pytest.FixtureRequest, *, phone: bool = False) -> Iterator[Browser]:  # noqa: ANN001
     browser_or_fail()
     folder = shots / request.node.name
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's downloads would be taken for this run's
     folder.mkdir(parents=True, exist_ok=True)
     b = Browser(platform.url("ingress"), folder, phone=phone)
     try:
