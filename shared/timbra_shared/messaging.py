@@ -23,7 +23,7 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, TracerProvider
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import TypeAdapter, ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
@@ -63,6 +63,9 @@ class DeadLetters:
         self.retries = Counter("timbra_consumer_retries_total", "Messages redelivered after a failure", ["service", "topic", "kind"], registry=registry)
         self.batch_size = Histogram("timbra_consumer_batch_size", "Events per batch handed to a batch handler", ["service", "group"],
                                     buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500), registry=registry)
+        # records behind the log end on the partitions this instance holds, as of its last fetched
+        # batch (FastStream exports no lag; the sum over instances is the consumer group's lag)
+        self.lag = Gauge("timbra_consumer_lag", "Records not yet consumed on this instance's partitions (as of its last batch)", ["service", "group", "topic"], registry=registry)
 
     def middleware(self) -> type[BaseMiddleware]:
         owner = self
@@ -275,9 +278,12 @@ class BatchConsumer:
         self.group = group
         self.per_item = per_item
         self.tracer = trace.get_tracer("timbra.consumer")
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_topics: set[str] = set()
 
     async def __call__(self, message: Any, dead_letters: DeadLetters) -> None:
         records = list(message.raw_message)
+        self._observe_lag(message, records, dead_letters)
         done: set[int] = set()
         items: list[tuple[int, Any, Any]] = []
         for index, record in enumerate(records):
@@ -311,6 +317,25 @@ class BatchConsumer:
             structlog.contextvars.unbind_contextvars("invoice_id")
             for span in spans:
                 span.end()
+
+    def _observe_lag(self, message: Any, records: list[Any], dead_letters: DeadLetters) -> None:
+        consumer = getattr(message, "consumer", None)
+        if consumer is None or consumer is FAKE_CONSUMER or not records:
+            return
+        try:
+            last = {(r.topic, r.partition): r.offset for r in records}
+            for (topic, partition), offset in last.items():
+                highwater = consumer.highwater(TopicPartition(topic, partition))
+                if highwater is not None:
+                    self._lag[(topic, partition)] = max(0, highwater - offset - 1)
+            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            for key in [k for k in self._lag if k not in assigned]:  # revoked in a rebalance
+                del self._lag[key]
+            self._lag_topics |= {t for t, _ in last}
+            for topic in self._lag_topics:  # a topic whose partitions all went elsewhere reads 0
+                dead_letters.lag.labels(dead_letters.service, self.group, topic).set(sum(v for (t, _), v in self._lag.items() if t == topic))
+        except Exception as exc:  # metrics never stop consumption
+            log.debug("consumer.lag_unavailable", group=self.group, error=repr(exc)[:200])
 
     async def _handle(self, message: Any, records: list[Any], items: list[tuple[int, Any, Any]], spans: list[Any], done: set[int], dead_letters: DeadLetters) -> None:
         if not self.per_item and len(items) > 1:

@@ -1,6 +1,9 @@
 """Wiring of billing (and nothing else)."""
 
 import asyncio
+import os
+
+from prometheus_client import Gauge
 
 from timbra_billing.adapters.payments import PaymentRepository
 from timbra_billing.adapters.repository import CreditRepository
@@ -8,11 +11,13 @@ from timbra_billing.adapters.sheet_pdf import SheetRenderer
 from timbra_billing.api import build_api
 from timbra_billing.handlers import build_router
 from timbra_billing.payments import Payments
-from timbra_billing.service import CreditGate
+from timbra_billing.service import DEFAULT_ALERT_THRESHOLD, CreditGate
 from timbra_billing.settings import BillingSettings
 from timbra_shared.runtime import Runtime
 
 SERVICE = "billing"
+#: seconds between refreshes of the credit gauges (one pass over the accounts)
+METRICS_INTERVAL_S = float(os.environ.get("TIMBRA_METRICS_INTERVAL", 60))
 
 
 def create():  # noqa: ANN201
@@ -32,6 +37,15 @@ def create():  # noqa: ANN201
             await asyncio.sleep(settings.expiry_interval_s)
 
     runtime.background(expire_packages)
+    levels = Gauge("timbra_credit_accounts", "Funded issuer accounts below their low-credit threshold (low) or at zero (empty)", ["level"], registry=runtime.registry)
+
+    async def credit_gauges() -> None:
+        while True:
+            for level, count in (await repo.credit_levels(DEFAULT_ALERT_THRESHOLD)).items():
+                levels.labels(level).set(count)
+            await asyncio.sleep(METRICS_INTERVAL_S)
+
+    runtime.background(credit_gauges)
     return runtime, runtime.app([build_api(gate, payments)])
 
 

@@ -76,6 +76,20 @@ class CreditRepository:
         group: dict[str, Any] = {"_id": "$issuer_id", **{f: {"$sum": f"${f}"} for f in BALANCE_FIELDS}}
         return {row["_id"]: {f: int(row[f]) for f in BALANCE_FIELDS} async for row in await self.packages.aggregate([{"$group": group}])}
 
+    async def credit_levels(self, default_threshold: int) -> dict[str, int]:
+        """How many funded accounts are below their alert threshold ("low") and at zero ("empty"):
+        one pass over the accounts (one document per issuer), for the gauges, not per invoice."""
+        pipeline = [
+            {"$match": {"granted": {"$gt": 0}}},
+            {"$group": {
+                "_id": None,
+                "low": {"$sum": {"$cond": [{"$lt": ["$available", {"$ifNull": ["$alert_threshold", default_threshold]}]}, 1, 0]}},
+                "empty": {"$sum": {"$cond": [{"$lte": ["$available", 0]}, 1, 0]}},
+            }},
+        ]
+        rows = await (await self.accounts.aggregate(pipeline)).to_list(None)
+        return {"low": int(rows[0]["low"]), "empty": int(rows[0]["empty"])} if rows else {"low": 0, "empty": 0}
+
     async def all_accounts(self) -> list[dict[str, Any]]:
         return await self.accounts.find({}).to_list(None)
 
