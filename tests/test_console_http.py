@@ -265,3 +265,31 @@ async def test_search_timeline_pipeline_lag_and_queues(client: TimbraClient, iss
     assert set(stamping) == {"counts", "retrying", "dead"}
     cancellations = (await client.http.get("/v1/ops/cancellations/queue", headers=operator)).json()
     assert set(cancellations) == {"counts", "pending", "escalated"}
+
+
+async def test_the_stamping_retry_queue_shows_an_invoice_waiting_for_the_pac(platform: Any, client: TimbraClient, issuer: Issuer) -> None:
+    operator = await staff_key(client, "operator")
+    async with httpx.AsyncClient(base_url=platform.url("sandbox-pac"), timeout=10) as pac:
+        await pac.put("/admin/faults", json={"mode": "outage"})  # 503 "SAT no disponible": a transient failure, retried with back-off
+        try:
+            created = await client.create_invoice(issuer, sample_invoice(email=None))
+            invoice_id = created.json()["id"]
+
+            async def waiting() -> dict[str, Any] | None:
+                queue = (await client.http.get("/v1/ops/stamping/queue", headers=operator)).json()
+                return next((j for j in queue["retrying"] if j["invoice_id"] == invoice_id), None)
+
+            job = await eventually(waiting, timeout=120)
+            assert job, "the invoice waits in the retry queue"
+            assert job["attempts"] >= 1 and job["last_error"] and job["next_attempt_at"] and job["issuer_id"] == issuer.id
+            async with console(platform, key=operator["Authorization"].split()[1]) as (http, _token):
+                fragment = await http.get("/console/operacion/colas")
+                assert fragment.status_code == 200 and invoice_id in fragment.text
+            detail = (await client.http.get(f"/v1/ops/invoices/{invoice_id}", headers=operator)).json()
+            assert detail["status"] == "funded"
+        finally:
+            await pac.put("/admin/faults", json={"mode": "none"})
+    state = (await client.wait_final(issuer, [invoice_id], timeout=400))[invoice_id]
+    assert state["status"] == "emailed", state
+    replay = await client.http.post(f"/v1/ops/stamping/jobs/{invoice_id}/replay", headers=operator)
+    assert replay.status_code == 409 and replay.json()["code"] == "TIMBRA_STAMP_JOB_NOT_DEAD"
