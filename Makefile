@@ -86,7 +86,9 @@ test: install
 
 # Long scenarios against the real platform: a service killed mid-flight, the broker restarted
 # empty, a 60 s PAC outage, timeouts that still stamp (500 invoices), 1,000 invoices racing for
-# 600 credits. .ci/run runs them after `make test`.
+# 600 credits, mongod stopped 20 s, SMTP down, a poison message on every topic, two instances
+# of stamping and cfdi-builder with one of each killed (docs/scaling.md). .ci/run runs them
+# after `make test`.
 test-chaos: install
 	$(VENV)/bin/pytest -m chaos $(PYTEST_ARGS)
 
