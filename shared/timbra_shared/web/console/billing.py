@@ -52,8 +52,9 @@ async def issuer(request: Request, issuer_id: str, errors: dict[str, list[str]] 
     ledger = (await api.get("/v1/billing/ledger", issuer_id=issuer_id, limit=200))["data"]
     references = (await api.get("/v1/billing/payment-references", issuer_id=issuer_id))["data"]
     products = (await api.get("/v1/billing/products"))["data"]
+    account = next((a for a in (await api.get("/v1/billing/accounts"))["data"] if a["issuer_id"] == issuer_id), None)
     return page(request, "console/billing_issuer.html", {
-        "section": "saldos", "issuer_id": issuer_id, "balance": balance, "packages": packages, "ledger": ledger, "references": references,
+        "section": "saldos", "issuer_id": issuer_id, "account": account, "balance": balance, "packages": packages, "ledger": ledger, "references": references,
         "products": [p for p in products if p.get("active", True)], "errors": errors or {}, "done": request.query_params.get("ok"),
     }, status=status)
 
