@@ -13,7 +13,7 @@ from timbra_cfdi_builder.domain.invoice import FINAL, IN_FLIGHT, RANK, InvoiceSt
 from timbra_shared.ids import utcnow
 
 
-LIST_PROJECTION = {"xml": 0, "summary": 0, "trace": 0, "request.items": 0, "request.ticket_ids": 0, "request.related": 0}
+LIST_PROJECTION = {"xml": 0, "trace": 0, "request.items": 0, "request.ticket_ids": 0, "request.related": 0}
 
 
 class InvoiceRepository:
