@@ -7,9 +7,9 @@ Every message carries the envelope: ``event_id``, ``invoice_id`` (also the Kafka
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from timbra_shared import topics
 from timbra_shared.ids import new_id, utcnow
@@ -177,6 +177,25 @@ class InvoiceRequested(Envelope):
     request: InvoiceRequest
     livemode: bool = False
     source: Literal["http", "kafka"] = "kafka"
+
+
+class InvoiceRequestSeen(Envelope):
+    """``invoice.requested`` as read by the services that only observe it (the notifier's webhooks,
+    cancellation's copy of each request). The builder validates requests and rejects an invalid one
+    with coded errors (``invoice.rejected``), so an observer reads the envelope leniently and skips
+    a request it cannot parse instead of dead-lettering the same message once more."""
+
+    topic: ClassVar[str] = topics.INVOICE_REQUESTED
+    event_type: Literal[topics.INVOICE_REQUESTED] = topics.INVOICE_REQUESTED
+    request: Any = None
+    livemode: Any = False
+    source: Any = "kafka"
+
+    def parsed(self) -> InvoiceRequested | None:
+        try:
+            return InvoiceRequested.model_validate(self.model_dump())
+        except ValidationError:
+            return None
 
 
 class InvoiceBuilt(Envelope):

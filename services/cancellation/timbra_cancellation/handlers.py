@@ -4,7 +4,7 @@ from faststream.kafka import KafkaRouter
 
 from timbra_cancellation.service import CancellationService
 from timbra_shared import topics
-from timbra_shared.events import CancelInvoice, InvoiceRejected, InvoiceRequested, InvoiceStamped, InvoiceStampFailed, IssuerProfileChanged
+from timbra_shared.events import CancelInvoice, InvoiceRejected, InvoiceRequestSeen, InvoiceStamped, InvoiceStampFailed, IssuerProfileChanged
 from timbra_shared.messaging import subscriber
 
 
@@ -16,8 +16,10 @@ def build_router(service: CancellationService) -> KafkaRouter:
         await service.on_command(command)
 
     @subscriber(router, topics.INVOICE_REQUESTED, group="cancellation.requests")
-    async def on_invoice_requested(event: InvoiceRequested) -> None:
-        await service.on_requested(event)
+    async def on_invoice_requested(event: InvoiceRequestSeen) -> None:
+        request = event.parsed()
+        if request is not None:  # an invalid request is the builder's to reject, not a dead letter here
+            await service.on_requested(request)
 
     @subscriber(router, topics.INVOICE_STAMPED, group="cancellation.projection")
     async def on_invoice_stamped(event: InvoiceStamped) -> None:

@@ -3,7 +3,7 @@ invoice.stamped on its own consumer group), and every status event may fan out t
 
 from typing import Annotated, Any, Union
 
-from pydantic import Field
+from pydantic import Discriminator, Tag
 
 from faststream import Context
 from faststream.kafka import KafkaRouter
@@ -13,11 +13,24 @@ from timbra_notifier.service import NotifierService
 from timbra_notifier.webhooks import WebhookService
 from timbra_shared import topics
 from timbra_shared.errors import PoisonMessage
-from timbra_shared.events import PIPELINE_EVENTS, InvoiceRendered, InvoiceRequested, InvoiceStamped, IssuerProfileChanged, NotificationRequested
+from timbra_shared.events import PIPELINE_EVENTS, InvoiceRendered, InvoiceRequestSeen, InvoiceStamped, IssuerProfileChanged, NotificationRequested
 from timbra_shared.messaging import subscriber
 
 CANCELLATION_TOPICS = tuple(rules.CANCELLATION_OF_TOPIC)
-PipelineEvent = Annotated[Union[tuple(PIPELINE_EVENTS.values())], Field(discriminator="event_type")]  # noqa: UP007
+
+
+def _pipeline_tag(value: Any) -> str | None:
+    """``event_type``; a request produced straight onto Kafka may leave the envelope fields out."""
+    if isinstance(value, dict):
+        return value.get("event_type") or (topics.INVOICE_REQUESTED if "request" in value else None)
+    return getattr(value, "event_type", None)
+
+
+#: every status event, with invoice.requested read leniently (the builder is the one that validates it)
+PipelineEvent = Annotated[
+    Union[tuple(Annotated[InvoiceRequestSeen if topic == topics.INVOICE_REQUESTED else cls, Tag(topic)] for topic, cls in PIPELINE_EVENTS.items())],  # noqa: UP007
+    Discriminator(_pipeline_tag),
+]
 
 
 def build_router(service: NotifierService, webhooks: WebhookService) -> KafkaRouter:
@@ -44,8 +57,11 @@ def build_router(service: NotifierService, webhooks: WebhookService) -> KafkaRou
 
     @subscriber(router, topics.INVOICE_REQUESTED, *topics.STATUS_TOPICS, group="notifier.webhooks")
     async def on_invoice_status(event: PipelineEvent) -> None:
-        if isinstance(event, InvoiceRequested):
-            await service.on_requested(event)
+        if isinstance(event, InvoiceRequestSeen):
+            request = event.parsed()
+            if request is None:
+                return  # the builder rejects it with coded errors, and invoice.rejected is announced
+            await service.on_requested(request)
         await webhooks.publish(event.issuer_id, rules.INVOICE_STATUS, event.event_id, rules.invoice_status_data(event), event.occurred_at)
 
     @subscriber(router, *CANCELLATION_TOPICS, group="notifier.cancellations")
