@@ -174,7 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
             documents["asyncapi"] = (math.inf, await asyncio.to_thread(asyncapi_document))
         return JSONResponse(documents["asyncapi"][1])
 
-    # the web pages (/panel, /static; later /portal, /console) go before the catch-all proxy
+    # the web pages (/panel, /portal, /console, /static) go before the catch-all proxy
     mount_web(app, settings)
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -3,8 +3,9 @@
 Areas (each its own small FastAPI app, mounted by the ingress on port 8080):
 - ``/panel``: the issuer panel of the seed manuals (``timbra_shared.web.panel``);
 - ``/static``: htmx, the stylesheet and a few lines of our own JavaScript;
-- later ``/portal/{slug}`` (self-invoicing) and ``/console`` (operators and billing) on the same
-  stack: add the area's app to ``areas()``.
+- ``/portal/{slug}``: the self-invoicing portal and customer panel (``timbra_shared.web.portal``);
+- ``/console``: the operator console and billing back-office (``timbra_shared.web.console``).
+A new area is one more app in ``areas()``.
 
 The areas are backends-for-frontends: they call the public ``/v1`` API with the user's session
 token (``POST /v1/sessions``), in process through the ingress's own routing when mounted there,
