@@ -9,7 +9,6 @@ Screenshots of every step go to ``$TIMBRA_ARTIFACTS_DIR/console/<test>/`` (defau
 
 import asyncio
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -23,21 +22,12 @@ from aiokafka import AIOKafkaProducer
 from timbra_shared import topics
 from timbra_shared.devstack.scenario import sample_invoice
 from timbra_shared.ids import new_id
-from timbra_shared.web.testing import Browser, BrowserMissing, artifacts_dir, find_browser
+from timbra_shared.web.testing import Browser, artifacts_dir, browser_for_test
 
 pytestmark = [pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Consola2026segura"
-
-
-def browser_or_fail() -> None:
-    try:
-        find_browser()
-    except BrowserMissing as exc:
-        if os.environ.get("TIMBRA_ALLOW_NO_BROWSER"):
-            pytest.skip(f"no browser (TIMBRA_ALLOW_NO_BROWSER is set): {exc}")
-        pytest.fail(f"the console's browser tests need Chromium: {exc}. Set TIMBRA_ALLOW_NO_BROWSER=1 to skip them instead.", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +43,7 @@ def api(platform) -> Iterator["Api"]:  # noqa: ANN001
 
 @pytest.fixture
 def browser(platform, shots: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:  # noqa: ANN001
-    browser_or_fail()
-    folder = shots / request.node.name
-    folder.mkdir(parents=True, exist_ok=True)
-    b = Browser(platform.url("ingress"), folder)
-    try:
-        yield b
-    finally:
-        b.screenshot("end")
-        b.quit()
+    yield from browser_for_test(platform.url("ingress"), shots / request.node.name, what="the console's browser tests")
 
 
 class Api:

@@ -26,11 +26,12 @@ from lxml import etree
 
 from timbra_shared.cfdi.testing import make_csd
 from timbra_shared.devstack.scenario import sample_invoice
-from timbra_shared.web.testing import Browser, BrowserMissing, artifacts_dir, find_browser
+from timbra_shared.web.testing import Browser, artifacts_dir, browser_for_test
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 REPO = Path(__file__).resolve().parents[1]
+WHAT = "the panel's browser tests"
 SHARED = Path(os.environ.get("TIMBRA_SHARED_DIR") or REPO.parent / "shared")
 CSD_PASSWORD = "12345678a"
 USER_PASSWORD = "Panel2026seguro"
@@ -40,15 +41,6 @@ FISCAL = {"street": "Av. Juárez", "exterior": "100", "interior": "3B", "neighbo
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-def browser_or_fail() -> None:
-    try:
-        find_browser()
-    except BrowserMissing as exc:
-        if os.environ.get("TIMBRA_ALLOW_NO_BROWSER"):
-            pytest.skip(f"no browser (TIMBRA_ALLOW_NO_BROWSER is set): {exc}")
-        pytest.fail(f"the panel's browser tests need Chromium: {exc}. Set TIMBRA_ALLOW_NO_BROWSER=1 to skip them instead.", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +56,12 @@ def api(platform) -> Iterator["Api"]:  # noqa: ANN001
 
 @pytest.fixture
 def browser(platform, shots: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:  # noqa: ANN001
-    browser_or_fail()
-    folder = shots / request.node.name
-    folder.mkdir(parents=True, exist_ok=True)
-    b = Browser(platform.url("ingress"), folder)
-    try:
-        yield b
-    finally:
-        b.screenshot("end")  # where the test stopped, pass or fail
-        b.quit()
+    yield from browser_for_test(platform.url("ingress"), shots / request.node.name, what=WHAT)
+
+
+@pytest.fixture
+def phone(platform, shots: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:  # noqa: ANN001
+    yield from browser_for_test(platform.url("ingress"), shots / request.node.name, what=WHAT, phone=True)
 
 
 class Api:
@@ -557,23 +546,17 @@ async def test_cancellation_with_a_motive(api: Api, browser: Browser, ready: dic
 # --------------------------------------------------------------------------- a phone screen (seed 003: "¡Puedes facturar desde tu celular!")
 
 
-async def test_new_invoice_page_on_a_phone(api: Api, platform, shots: Path, ready: dict[str, Any]) -> None:  # noqa: ANN001
-    browser_or_fail()
-    folder = shots / "phone"
-    folder.mkdir(parents=True, exist_ok=True)
-    b = Browser(platform.url("ingress"), folder, phone=True)
-    try:
-        login(b, ready["username"])
-        b.open("/panel/facturas/nueva")
-        assert b.driver.execute_script("return window.innerWidth") <= 400
-        assert not b.overflows_horizontally(), "the new invoice page fits a phone screen"
-        b.click("#modo-manual")
-        b.until(lambda: b.all("#items .concept"), "a concept row")
-        assert not b.overflows_horizontally()
-        b.screenshot("nueva-factura-celular")
-        b.open("/panel/")
-        assert not b.overflows_horizontally()
-        assert b.find("#timbres").is_displayed()
-        b.screenshot("inicio-celular")
-    finally:
-        b.quit()
+async def test_new_invoice_page_on_a_phone(api: Api, phone: Browser, ready: dict[str, Any]) -> None:
+    b = phone
+    login(b, ready["username"])
+    b.open("/panel/facturas/nueva")
+    assert b.driver.execute_script("return window.innerWidth") <= 400
+    assert not b.overflows_horizontally(), "the new invoice page fits a phone screen"
+    b.click("#modo-manual")
+    b.until(lambda: b.all("#items .concept"), "a concept row")
+    assert not b.overflows_horizontally()
+    b.screenshot("nueva-factura-celular")
+    b.open("/panel/")
+    assert not b.overflows_horizontally()
+    assert b.find("#timbres").is_displayed()
+    b.screenshot("inicio-celular")

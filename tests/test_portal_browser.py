@@ -11,10 +11,8 @@ Screenshots of every step go to ``$TIMBRA_ARTIFACTS_DIR/portal/<test>/`` (defaul
 ``TIMBRA_ALLOW_NO_BROWSER=1`` turns that into a skip with the same reason."""
 
 import asyncio
-import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,23 +25,15 @@ import pytest
 from lxml import etree
 
 from timbra_shared.devstack.scenario import Issuer, TimbraClient
-from timbra_shared.web.testing import Browser, BrowserMissing, artifacts_dir, find_browser
+from timbra_shared.web.testing import Browser, artifacts_dir, browser_for_test
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 REPO = Path(__file__).resolve().parents[1]
+WHAT = "the portal's browser tests"
 MX = ZoneInfo("America/Mexico_City")
 CFDI = "{http://www.sat.gob.mx/cfd/4}"
 PRODUCT = {"description": "Comida corrida", "product_key": "90101501", "unit_key": "E48", "price": "100.00", "taxes": [{"type": "IVA", "rate": "0.16"}]}
-
-
-def browser_or_fail() -> None:
-    try:
-        find_browser()
-    except BrowserMissing as exc:
-        if os.environ.get("TIMBRA_ALLOW_NO_BROWSER"):
-            pytest.skip(f"no browser (TIMBRA_ALLOW_NO_BROWSER is set): {exc}")
-        pytest.fail(f"the portal's browser tests need Chromium: {exc}. Set TIMBRA_ALLOW_NO_BROWSER=1 to skip them instead.", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,27 +41,14 @@ def shots() -> Path:
     return artifacts_dir(REPO, "portal")
 
 
-def _browser(platform, shots: Path, request: pytest.FixtureRequest, *, phone: bool = False) -> Iterator[Browser]:  # noqa: ANN001
-    browser_or_fail()
-    folder = shots / request.node.name
-    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's downloads would be taken for this run's
-    folder.mkdir(parents=True, exist_ok=True)
-    b = Browser(platform.url("ingress"), folder, phone=phone)
-    try:
-        yield b
-    finally:
-        b.screenshot("end")  # where the test stopped, pass or fail
-        b.quit()
-
-
 @pytest.fixture
 def browser(platform, shots: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:  # noqa: ANN001
-    yield from _browser(platform, shots, request)
+    yield from browser_for_test(platform.url("ingress"), shots / request.node.name, what=WHAT)
 
 
 @pytest.fixture
 def phone(platform, shots: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:  # noqa: ANN001
-    yield from _browser(platform, shots, request, phone=True)
+    yield from browser_for_test(platform.url("ingress"), shots / request.node.name, what=WHAT, phone=True)
 
 
 def rfc_fisica() -> str:

@@ -6,7 +6,7 @@ import base64
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,34 @@ def artifacts_dir(default_root: Path, *parts: str) -> Path:
     folder = root.joinpath(*parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def require_browser(what: str) -> None:
+    """Fail ``what`` (a test area) with the install command when Chromium is missing; skip it
+    instead only when TIMBRA_ALLOW_NO_BROWSER is set, so a missing browser never passes silently."""
+    import pytest
+
+    try:
+        find_browser()
+    except BrowserMissing as exc:
+        if os.environ.get("TIMBRA_ALLOW_NO_BROWSER"):
+            pytest.skip(f"no browser (TIMBRA_ALLOW_NO_BROWSER is set): {exc}")
+        pytest.fail(f"{what} need Chromium: {exc}. Set TIMBRA_ALLOW_NO_BROWSER=1 to skip them instead.", pytrace=False)
+
+
+def browser_for_test(base_url: str, folder: Path, *, what: str, phone: bool = False) -> Iterator["Browser"]:
+    """A fixture body (``yield from``): a Browser whose screenshots go to ``folder``, emptied first
+    so that an earlier run's files are never taken for this run's; the last screenshot shows where
+    the test stopped, pass or fail."""
+    require_browser(what)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    browser = Browser(base_url, folder, phone=phone)
+    try:
+        yield browser
+    finally:
+        browser.screenshot("end")
+        browser.quit()
 
 
 class Browser:
