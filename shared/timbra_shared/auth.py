@@ -98,6 +98,15 @@ async def issuer_principal(request: Request) -> Principal:
     return principal
 
 
+async def operator_principal(request: Request) -> Principal:
+    """Timbra's operators (and the admin) only: the /v1/ops routes of every service."""
+    principal = await current_principal(request)
+    if principal.kind == "issuer":
+        raise ApiError(403, "forbidden", "Esta operación es solo para el personal de operación de Timbra.")
+    require_roles(principal, "operator")
+    return principal
+
+
 def require_roles(principal: Principal, *roles: str) -> None:
     if not principal.has_role(*roles):
         raise ApiError(403, "forbidden", "No tienes permiso para esta operación.")

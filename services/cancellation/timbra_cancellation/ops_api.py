@@ -9,18 +9,11 @@ from fastapi import APIRouter, Depends
 
 from timbra_cancellation.adapters.repository import CancellationRepository
 from timbra_cancellation.domain.rules import State
-from timbra_shared.auth import Principal, current_principal, require_roles
+from timbra_shared.auth import Principal, operator_principal
 from timbra_shared.errors import ApiError, not_found
 from timbra_shared.ids import utcnow
 
 QUEUE_LIMIT = 200
-
-
-async def operator(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    if principal.kind == "issuer":
-        raise ApiError(403, "forbidden", "Esta operación es solo para el personal de operación de Timbra.")
-    require_roles(principal, "operator")
-    return principal
 
 
 def _item(doc: dict[str, Any]) -> dict[str, Any]:
@@ -30,7 +23,7 @@ def _item(doc: dict[str, Any]) -> dict[str, Any]:
 
 def build_ops_api(cancellations: CancellationRepository) -> APIRouter:
     router = APIRouter(prefix="/v1/ops/cancellations", tags=["operations"])
-    Operator = Annotated[Principal, Depends(operator)]
+    Operator = Annotated[Principal, Depends(operator_principal)]
 
     @router.get("/queue", summary="Cancellations in process and escalated ones")
     async def queue(_p: Operator) -> dict[str, Any]:

@@ -10,15 +10,8 @@ from pydantic import BaseModel, Field
 from timbra_cfdi_builder.api import present
 from timbra_cfdi_builder.domain.operations import ReplayRefused
 from timbra_cfdi_builder.operations import LetterNotFound, OperationsService, ReplayFailed
-from timbra_shared.auth import Principal, current_principal, require_roles
+from timbra_shared.auth import Principal, current_principal, operator_principal
 from timbra_shared.errors import ApiError, Problem, not_found
-
-
-async def operator(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    if principal.kind == "issuer":
-        raise ApiError(403, "forbidden", "Esta operación es solo para el personal de operación de Timbra.")
-    require_roles(principal, "operator")
-    return principal
 
 
 async def staff(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -27,7 +20,7 @@ async def staff(principal: Annotated[Principal, Depends(current_principal)]) -> 
     return principal
 
 
-Operator = Annotated[Principal, Depends(operator)]
+Operator = Annotated[Principal, Depends(operator_principal)]
 
 
 class ReplayIn(BaseModel):

@@ -7,19 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from timbra_shared.auth import Principal, current_principal, require_roles
+from timbra_shared.auth import Principal, operator_principal
 from timbra_shared.errors import ApiError, not_found
 from timbra_shared.ids import utcnow
-from timbra_stamping.adapters.repository import DEAD, PENDING, JobRepository
+from timbra_stamping.adapters.repository import PENDING, JobRepository
 
 QUEUE_LIMIT = 200
-
-
-async def operator(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    if principal.kind == "issuer":
-        raise ApiError(403, "forbidden", "Esta operación es solo para el personal de operación de Timbra.")
-    require_roles(principal, "operator")
-    return principal
 
 
 def _job(doc: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +22,7 @@ def _job(doc: dict[str, Any]) -> dict[str, Any]:
 
 def build_ops_api(jobs: JobRepository) -> APIRouter:
     router = APIRouter(prefix="/v1/ops/stamping", tags=["operations"])
-    Operator = Annotated[Principal, Depends(operator)]
+    Operator = Annotated[Principal, Depends(operator_principal)]
 
     @router.get("/queue", summary="Stamp jobs waiting to retry and those that exhausted their retries")
     async def queue(_p: Operator) -> dict[str, Any]:
