@@ -235,6 +235,22 @@ class Web:
         return self.finish(request, RedirectResponse(url, status_code=status))
 
 
+class CsrfRefused(Exception):
+    """A POST without this session's CSRF token: every area shows it as an expired form."""
+
+
+async def checked_form(request: Request) -> Mapping[str, Any]:
+    """The POSTed form, after its CSRF token was checked."""
+    if not await request.app.state.web.csrf_ok(request):
+        raise CsrfRefused()
+    return await request.form()
+
+
+def form_text(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
 def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 

@@ -6,14 +6,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from timbra_shared.web.core import CsrfRefused, checked_form, form_text  # noqa: F401 - re-exported for the pages
 from timbra_shared.web.core import Api, Session, Web
 
 
 class LoginRequired(Exception):
-    pass
-
-
-class CsrfRefused(Exception):
     pass
 
 
@@ -45,16 +42,7 @@ def api_of(request: Request, role: str | None = None) -> Api:
     return web_of(request).api(request, session_of(request, role))
 
 
-async def checked_form(request: Request) -> Mapping[str, Any]:
-    if not await web_of(request).csrf_ok(request):
-        raise CsrfRefused()
-    return await request.form()
-
-
 def page(request: Request, template: str, context: Mapping[str, Any] | None = None, *, status: int = 200) -> Response:
     return web_of(request).render(request, template, context, status=status)
 
 
-def form_text(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""

@@ -7,14 +7,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from timbra_shared.web.core import CsrfRefused, checked_form, form_text  # noqa: F401 - re-exported for the pages
 from timbra_shared.web.core import Api, ApiFailure, Session, SessionExpired, Web, is_htmx
 
 
 class LoginRequired(Exception):
-    pass
-
-
-class CsrfRefused(Exception):
     pass
 
 
@@ -33,13 +30,6 @@ def api_of(request: Request) -> Api:
     return web_of(request).api(request, session_of(request))
 
 
-async def checked_form(request: Request) -> Mapping[str, Any]:
-    """The POSTed form, after its CSRF token was checked."""
-    if not await web_of(request).csrf_ok(request):
-        raise CsrfRefused()
-    return await request.form()
-
-
 async def page(request: Request, template: str, context: Mapping[str, Any] | None = None, *, status: int = 200) -> Response:
     web = web_of(request)
     ctx: dict[str, Any] = dict(context or {})
@@ -55,11 +45,6 @@ async def page(request: Request, template: str, context: Mapping[str, Any] | Non
 
 def fragment(request: Request, template: str, context: Mapping[str, Any] | None = None, *, status: int = 200) -> Response:
     return web_of(request).render(request, template, context, status=status)
-
-
-def form_text(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def optional(form: Mapping[str, Any], name: str) -> str | None:

@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from timbra_shared.auth import CLIENT_IP_HEADER, CLIENT_PROOF_HEADER, client_proof
+from timbra_shared.web.core import CsrfRefused, checked_form, form_text  # noqa: F401 - re-exported for the pages
 from timbra_shared.web.core import Api, ApiFailure, Session, Web, is_https
 
 RECEIPTS_COOKIE = "timbra_portal_r"  # invoices generated in this browser: {slug: {invoice_id: receipt}}
@@ -23,10 +24,6 @@ class LoginRequired(Exception):
 class PasswordChangeRequired(Exception):
     def __init__(self, slug: str) -> None:
         self.slug = slug
-
-
-class CsrfRefused(Exception):
-    pass
 
 
 def web_of(request: Request) -> Web:
@@ -63,17 +60,6 @@ class PortalApi(Api):
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return super()._headers(extra) | self.extra
-
-
-async def checked_form(request: Request) -> Mapping[str, Any]:
-    if not await web_of(request).csrf_ok(request):
-        raise CsrfRefused()
-    return await request.form()
-
-
-def form_text(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def receipts(request: Request) -> dict[str, dict[str, str]]:
