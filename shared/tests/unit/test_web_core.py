@@ -95,3 +95,11 @@ def test_totals_per_line_from_the_draft_cfdi() -> None:
     totals = totals_of(to_xml(build(comprobante)))
     assert (totals["subtotal"], totals["discount"], totals["transferred"], totals["total"]) == ("3500.00", "100.00", "544.00", "3944.00")
     assert [(line["n"], line["taxes"][0]["name"], line["taxes"][0]["rate"], line["taxes"][0]["amount"]) for line in totals["lines"]] == [(1, "IVA", "16.00 %", "464.00"), (2, "IVA", "16.00 %", "80.00")]
+
+
+def test_after_login_only_a_path_inside_the_area_is_followed():
+    from timbra_shared.web.core import safe_next
+
+    assert safe_next("/panel/facturas?uuid=1", "/panel") == "/panel/facturas?uuid=1"
+    for hostile in ("https://evil.example/panel/", "//evil.example", "/panel//evil.example", "/panel/\\evil.example", "/console/", ""):
+        assert safe_next(hostile, "/panel") == "/panel/"

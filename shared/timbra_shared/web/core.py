@@ -235,6 +235,11 @@ class Web:
         return self.finish(request, RedirectResponse(url, status_code=status))
 
 
+def safe_next(target: str, prefix: str) -> str:
+    """Where to go after logging in: only a path inside this area (never another site)."""
+    return target if target.startswith(prefix + "/") and "//" not in target and "\\" not in target else f"{prefix}/"
+
+
 class CsrfRefused(Exception):
     """A POST without this session's CSRF token: every area shows it as an expired form."""
 

@@ -9,22 +9,18 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from timbra_shared.web.core import Api, ApiFailure, Session, SessionExpired, SESSION_TTL_S
+from timbra_shared.web.core import Api, ApiFailure, Session, SessionExpired, SESSION_TTL_S, safe_next
 from timbra_shared.web.console.common import api_of, checked_form, form_text, page, session_of, web_of
 
 router = APIRouter()
 STAFF_ROLES = ("operator", "billing")
 
 
-def _safe_next(target: str, prefix: str) -> str:
-    return target if target.startswith(prefix + "/") and "//" not in target and "\\" not in target else f"{prefix}/"
-
-
 @router.get("/entrar")
 async def login_form(request: Request, siguiente: str = "") -> Response:
     web = web_of(request)
     if web.session(request) is not None:
-        return web.redirect(request, _safe_next(siguiente, web.prefix))
+        return web.redirect(request, safe_next(siguiente, web.prefix))
     return page(request, "console/login.html", {"next": siguiente, "username": ""})
 
 
@@ -32,7 +28,7 @@ async def login_form(request: Request, siguiente: str = "") -> Response:
 async def login(request: Request) -> Response:
     web = web_of(request)
     form = await checked_form(request)
-    target = _safe_next(form_text(form, "next"), web.prefix)
+    target = safe_next(form_text(form, "next"), web.prefix)
     username = form_text(form, "username")
     key = form_text(form, "key")
     error, session = None, None

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from timbra_shared.web.core import ApiFailure, Session, SessionExpired, SESSION_TTL_S
+from timbra_shared.web.core import ApiFailure, Session, SessionExpired, SESSION_TTL_S, safe_next
 from timbra_shared.web.panel.common import api_of, checked_form, form_text, page, session_of, web_of
 
 router = APIRouter()
@@ -16,15 +16,11 @@ router = APIRouter()
 WIZARD_ORDER = ("acceptances", "fiscal_data", "addresses", "user", "logo", "csd", "smtp", "document_types")
 
 
-def _safe_next(target: str, prefix: str) -> str:
-    return target if target.startswith(prefix + "/") and "//" not in target and "\\" not in target else f"{prefix}/"
-
-
 @router.get("/entrar")
 async def login_form(request: Request, siguiente: str = "") -> Response:
     web = web_of(request)
     if web.session(request) is not None:
-        return web.redirect(request, _safe_next(siguiente, web.prefix))
+        return web.redirect(request, safe_next(siguiente, web.prefix))
     return web.render(request, "panel/login.html", {"next": siguiente, "username": ""})
 
 
@@ -33,7 +29,7 @@ async def login(request: Request) -> Response:
     web = web_of(request)
     form = await checked_form(request)
     username, password = form_text(form, "username"), str(form.get("password") or "")
-    target = _safe_next(form_text(form, "next"), web.prefix)
+    target = safe_next(form_text(form, "next"), web.prefix)
     error = None
     if not username or not password:
         error = "Escribe tu usuario y tu contraseña."
