@@ -465,3 +465,62 @@ def batch_subscriber(
         return handler
 
     return decorator
+
+
+# ----------------------------------------------------------------------------- offsets past the end
+# Kafka answers a fetch beyond a partition's end with OFFSET_OUT_OF_RANGE and the consumer resets
+# to ``auto_offset_reset``. tansu answers with no records instead, so a consumer whose broker came
+# back empty (the embedded broker keeps nothing) would wait at its old offset for ever, and so
+# would a group that re-committed that offset to the new broker. This watch does the reset.
+OFFSET_CHECK_S = float(os.environ.get("TIMBRA_OFFSET_CHECK_S", "5"))
+
+
+class PastEndWatch:
+    """Rewinds to the beginning (``earliest``) every assigned partition whose position is beyond
+    the broker's highwater on two checks in a row; a healthy broker never shows that."""
+
+    def __init__(self, broker: KafkaBroker, *, interval: float = OFFSET_CHECK_S) -> None:
+        self.broker = broker
+        self.interval = interval
+        self._suspects: set[tuple[int, TopicPartition]] = set()
+        self.rewound = 0
+
+    def consumers(self) -> list[Any]:
+        found: list[Any] = []
+        for sub in self.broker.subscribers:
+            for consumer in getattr(sub, "consumer_subgroup", None) or [getattr(sub, "consumer", None)]:
+                if consumer is not None and consumer is not FAKE_CONSUMER and consumer not in found:
+                    found.append(consumer)
+        return found
+
+    async def check_once(self) -> int:
+        suspects: set[tuple[int, TopicPartition]] = set()
+        rewound = 0
+        for consumer in self.consumers():
+            try:
+                assigned = list(consumer.assignment())
+            except Exception:  # stopped or not started yet
+                continue
+            for tp in assigned:
+                try:
+                    highwater = consumer.highwater(tp)
+                    position = await asyncio.wait_for(consumer.position(tp), timeout=1)
+                except Exception:  # rebalancing, or no position yet: look again next time
+                    continue
+                if highwater is None or position <= highwater:
+                    continue
+                key = (id(consumer), tp)
+                if key not in self._suspects:
+                    suspects.add(key)
+                    continue
+                log.warning("consumer.offset_past_end", topic=tp.topic, partition=tp.partition, position=position, highwater=highwater)
+                await consumer.seek_to_beginning(tp)
+                rewound += 1
+        self._suspects = suspects
+        self.rewound += rewound
+        return rewound
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.check_once()

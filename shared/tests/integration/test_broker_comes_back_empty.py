@@ -1,0 +1,87 @@
+"""A consumer group keeps consuming after the broker came back empty (the embedded tansu keeps
+nothing across a restart) with the group's old offset committed to it. In the chaos run that
+state came from a race: an instance committed its pre-restart position to the new broker (the
+new broker's ``invoice.rendered`` partition 0 had 47 records and a committed offset of 79). tansu
+answers a fetch past a partition's end with no records rather than OFFSET_OUT_OF_RANGE, so the
+subscriber would wait at offset 79 for ever; ``PastEndWatch`` rewinds it.
+
+The race is timing-dependent, so the test sets the committed offset directly. Real tansu, and
+a real FastStream subscriber made by ``messaging.subscriber``."""
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry
+
+from timbra_shared import topics
+from timbra_shared.devstack.servers import create_topics, free_port, start_broker
+from timbra_shared.events import InvoiceStampFailed
+from timbra_shared.messaging import PastEndWatch, make_broker, subscriber
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+TOPIC = topics.INVOICE_STAMP_FAILED
+GROUP = "restart-test.group"
+#: TIMBRA_TEST_PAST_END_WATCH_S=100000 shows the failure this guards against
+WATCH_INTERVAL = float(os.environ.get("TIMBRA_TEST_PAST_END_WATCH_S", "0.5"))
+
+
+async def _until(condition, timeout: float) -> bool:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.2)
+    return condition()
+
+
+async def _commit(bootstrap: str, offset: int) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
+    await consumer.start()
+    consumer.assign([TopicPartition(TOPIC, 0)])
+    try:
+        await consumer.commit({TopicPartition(TOPIC, 0): OffsetAndMetadata(offset, "")})
+        assert await consumer.committed(TopicPartition(TOPIC, 0)) == offset
+    finally:
+        await consumer.stop()
+
+
+async def test_a_subscriber_resumes_from_the_start_of_a_broker_that_came_back_empty(tmp_path: Path) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu.log")
+    await create_topics(bootstrap, {TOPIC: 1})
+    broker, _ = make_broker(bootstrap, service="restart-test", tracer_provider=None, registry=CollectorRegistry())
+    seen: list[str] = []
+
+    @subscriber(broker, TOPIC, group=GROUP)
+    async def on_failed(event: InvoiceStampFailed) -> None:
+        seen.append(event.invoice_id)
+
+    watch = PastEndWatch(broker, interval=WATCH_INTERVAL)
+    task = asyncio.create_task(watch.run_forever())
+    try:
+        await broker.start()
+        for n in range(30):
+            await broker.publish(InvoiceStampFailed(invoice_id=f"inv_before_{n}", issuer_id="iss_1", message="x"), TOPIC)
+        assert await _until(lambda: len(seen) == 30, 60), seen
+        await broker.stop()
+
+        tansu.stop(5)
+        tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu-2.log")
+        await create_topics(bootstrap, {TOPIC: 1})
+        await _commit(bootstrap, 30)  # the old position, committed to the empty broker
+
+        await broker.start()
+        await broker.publish(InvoiceStampFailed(invoice_id="inv_after", issuer_id="iss_1", message="x"), TOPIC)
+        assert await _until(lambda: "inv_after" in seen, 60), "the subscriber never read the empty broker's first record"
+        assert watch.rewound == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await broker.stop()
+        tansu.stop(5)
