@@ -119,3 +119,24 @@ def test_200_concepts_paginate_with_repeated_headers(renderer):
     everything = text_of(pdf)
     assert all(f"niño número {n}," in everything for n in (1, 100, 200))
     assert "23200.00 MXN" in " ".join(everything.split())
+
+
+def test_the_print_ua_stylesheet_looks_exactly_like_weasyprints_html5_sheet(renderer, stamped_xml):
+    """print_ua.css replaces weasyprint's HTML5 UA sheet for speed; an element added to the template
+    without its rule there would change the picture, and this test would see it."""
+    import base64
+
+    import weasyprint
+    from PIL import Image, ImageChops
+
+    full_ua = WeasyprintRenderer()
+    full_ua._html = weasyprint.HTML
+    assert renderer._html is not weasyprint.HTML
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (255, 0, 0)).save(buffer, "PNG")
+    logo = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    for context in (printed_context(long_invoice(12), logo=logo, logo_placement="left", watermark=CANCELADO),
+                    printed_context(stamped_xml, logo=logo, logo_placement="center", notes="Entrega en almacén\nPago a 30 días")):
+        ours, weasyprints = raster(renderer.render(context), 70), raster(full_ua.render(context), 70)
+        assert ours.size == weasyprints.size
+        assert ImageChops.difference(ours, weasyprints).getbbox() is None
