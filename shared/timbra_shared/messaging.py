@@ -179,6 +179,16 @@ _DEAD_LETTERS: dict[int, DeadLetters] = {}
 # about a quarter of this on average: 50 ms keeps hops near 10 ms. Apache Kafka long-polls
 # properly; deployments on it can raise this (docker-compose sets 500).
 FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_FETCH_WAIT_MS", "50"))
+# Every consumer costs the broker a fetch per wait, busy or idle (about half of an idle platform's
+# CPU was tansu answering ~40 consumers' fetches every 50 ms). Consumers of topics.BACKGROUND_TOPICS
+# only, where a few hundred ms more per hop does not matter, fetch less often.
+BACKGROUND_FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_BACKGROUND_FETCH_WAIT_MS", "500"))
+
+
+def fetch_wait_ms(topic_names: tuple[str, ...]) -> int:
+    if topic_names and all(name in topics.BACKGROUND_TOPICS for name in topic_names):
+        return max(FETCH_WAIT_MS, BACKGROUND_FETCH_WAIT_MS)
+    return FETCH_WAIT_MS
 # Consumers per single-topic subscriber in one process: each gets its share of the partitions and
 # processes them in order, so independent invoices overlap their MongoDB and broker round trips.
 CONSUMER_WORKERS = int(os.environ.get("TIMBRA_CONSUMER_WORKERS", "1"))
@@ -212,7 +222,7 @@ def subscriber(router: KafkaRouter | KafkaBroker, *topic_names: str, group: str,
             group_id=group,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            fetch_max_wait_ms=FETCH_WAIT_MS,
+            fetch_max_wait_ms=fetch_wait_ms(topic_names),
             **options,
         )(handler)
 
@@ -429,7 +439,7 @@ def _register_batch(router: KafkaRouter | KafkaBroker, topic_names: tuple[str, .
         group_id=group,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        fetch_max_wait_ms=FETCH_WAIT_MS,
+        fetch_max_wait_ms=fetch_wait_ms(topic_names),
         batch=True,
         max_records=max_records or BATCH_MAX_RECORDS,
         batch_timeout_ms=BATCH_POLL_MS,
@@ -461,7 +471,7 @@ def batch_subscriber(
         one.__annotations__["event"] = model
         one.__name__ = one.__qualname__ = getattr(handler, "__name__", "batch_handler")
         router.subscriber(*topic_names, group_id=group, auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
-                          fetch_max_wait_ms=FETCH_WAIT_MS, **options)(one)
+                          fetch_max_wait_ms=fetch_wait_ms(topic_names), **options)(one)
         return handler
 
     return decorator

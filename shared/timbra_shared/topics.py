@@ -34,6 +34,14 @@ POS_TICKETS = "pos.tickets"  # keyed by issuer_id: store tickets pushed by a poi
 
 DEAD_LETTER = "timbra.dead_letter"
 
+# Topics whose consumers can wait longer for records: projections of profiles and catalogs,
+# cancellations (SAT itself answers in seconds), emails other than invoices, redrives and dead
+# letters. Their consumers fetch with TIMBRA_KAFKA_BACKGROUND_FETCH_WAIT_MS (messaging.py).
+BACKGROUND_TOPICS = frozenset({
+    ISSUER_PROFILE, CATALOG_CUSTOMERS, CATALOG_PRODUCTS, CATALOG_TICKETS, NOTIFICATION_REQUESTED, DEAD_LETTER, INVOICE_REDRIVE,
+    CANCELLATION_REQUESTED, *CANCELLATION_EVENT_TOPICS, CANCELLATION_ESCALATED,
+})
+
 PIPELINE_TOPICS = (
     INVOICE_REQUESTED,
     INVOICE_BUILT,
