@@ -51,6 +51,21 @@ class EmailRefused(Exception):
         self.permanent = permanent
 
 
+def postponed(refused: dict[str, str]) -> list[str]:
+    """The refused recipients whose answer was temporary (4xx: mailbox busy, greylisting): worth
+    another try. ``refused`` maps each to the server's reply, "450 4.2.1 …"."""
+    return [rcpt for rcpt, reply in refused.items() if str(reply).strip()[:1] == "4"]
+
+
+def _followup_view(followup: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the email status shows of the postponed recipients' own delivery."""
+    if not followup:
+        return None
+    return {"state": followup.get("state"), "recipients": followup.get("recipients", []), "delivered": followup.get("delivered", []),
+            "attempts": followup.get("attempts", 0), "next_attempt_at": followup.get("next_at") if followup.get("state") == "retry" else None,
+            "error": followup.get("error") or followup.get("last_error")}
+
+
 def _issuer_context(issuer: dict[str, Any]) -> dict[str, str]:
     address = issuer.get("fiscal_address") or {}
     parts = [str(v) for v in address.values() if v]
@@ -219,6 +234,64 @@ class NotifierService:
             await self._schedule_retry(event.invoice_id, event.issuer_id, event.summary, event.uuid, claim, str(exc), dedupe=dedupe)
             return
         await self._finish(event.invoice_id, event.issuer_id, [r for r in recipients if r not in refused], message_id, None, dedupe=dedupe, refused=refused)
+        await self._follow_up(event.invoice_id, event.issuer_id, event.summary, event.uuid, refused)
+
+    async def _follow_up(self, invoice_id: str, issuer_id: str, summary: InvoiceSummary, uuid: str, refused: dict[str, str]) -> None:
+        """Recipients the server postponed while it accepted the others get their own retries
+        (same Message-ID, same back-off and window as a whole delivery)."""
+        later = postponed(refused)
+        if not later:
+            return
+        now = utcnow()
+        retry_at = next_attempt(now, 1, now, base_s=self.email_retry_base_s, window_s=self.email_retry_window_s, factor=2.0)
+        context = {"issuer_id": issuer_id, "summary": summary.model_dump(mode="json"), "uuid": uuid}
+        await self.repo.schedule_followup(invoice_id, {"recipients": later, "next_at": retry_at, "attempts": 1, "first_at": now,
+                                                       "last_error": "; ".join(f"{r}: {refused[r]}" for r in later), "context": context})
+        log.warning("email.followup_scheduled", invoice_id=invoice_id, recipients=len(later), next_at=retry_at.isoformat() if retry_at else None)
+
+    async def retry_due_followups(self) -> int:
+        """Try the postponed recipients whose retry is due (called by the background worker)."""
+        done = 0
+        while (claim := await self.repo.due_followup(utcnow())) is not None:
+            invoice_id, followup = claim["_id"], claim["followup"]
+            context = followup["context"]
+            summary = InvoiceSummary.model_validate(context["summary"])
+            issuer_id, uuid = context["issuer_id"], context["uuid"]
+            recipients = followup["recipients"]
+            delivered = list(followup.get("delivered") or [])
+            try:
+                refused = await self._attempt(invoice_id, issuer_id, summary, uuid, recipients, f"<{invoice_id}@timbra.local>")
+            except PermanentMailError as exc:
+                await self.repo.finish_followup(invoice_id, "failed", error=str(exc))
+                await self._tell_issuer(invoice_id, issuer_id, summary, uuid, str(exc))
+            except TransientMailError as exc:
+                await self._reschedule_followup(claim, str(exc), recipients, delivered, summary)
+            else:
+                delivered += [r for r in recipients if r not in refused]
+                later = postponed(refused)
+                if later:
+                    await self._reschedule_followup(claim, "; ".join(f"{r}: {refused[r]}" for r in later), later, delivered, summary)
+                elif refused:
+                    reason = "El servidor de correo rechazó los destinatarios: " + "; ".join(f"{r}: {e}" for r, e in refused.items())
+                    await self.repo.finish_followup(invoice_id, "failed", delivered=delivered, error=reason, recipients=[])
+                    await self._tell_issuer(invoice_id, issuer_id, summary, uuid, reason)
+                else:
+                    await self.repo.finish_followup(invoice_id, "sent", delivered=delivered, recipients=[])
+            done += 1
+        return done
+
+    async def _reschedule_followup(self, claim: dict[str, Any], error: str, recipients: list[str], delivered: list[str], summary: InvoiceSummary) -> None:
+        invoice_id, followup = claim["_id"], claim["followup"]
+        now = utcnow()
+        retry_at = next_attempt(followup["first_at"], int(followup.get("attempts") or 1), now, base_s=self.email_retry_base_s,
+                                window_s=self.email_retry_window_s, factor=2.0)
+        if retry_at is None:
+            reason = f"No se pudo entregar el correo a {', '.join(recipients)} en {self.email_retry_window_s / 3600:g} horas. Último error: {error}"
+            await self.repo.finish_followup(invoice_id, "failed", delivered=delivered, error=reason)
+            context = followup["context"]
+            await self._tell_issuer(invoice_id, context["issuer_id"], summary, context["uuid"], reason)
+            return
+        await self.repo.schedule_followup(invoice_id, {**followup, "recipients": recipients, "delivered": delivered, "next_at": retry_at, "last_error": error})
 
     async def _finish(self, invoice_id: str, issuer_id: str, recipients: list[str], message_id: str | None, error: str | None, *,
                       dedupe: str, mark: bool = True, refused: dict | None = None) -> None:
@@ -270,6 +343,7 @@ class NotifierService:
                 await self._schedule_retry(invoice_id, issuer_id, summary, uuid, claim, str(exc), dedupe=None)
             else:
                 await self._finish(invoice_id, issuer_id, [r for r in claim["recipients"] if r not in refused], message_id, None, dedupe=dedupe, refused=refused)
+                await self._follow_up(invoice_id, issuer_id, summary, uuid, refused)
             done += 1
         return done
 
@@ -277,6 +351,7 @@ class NotifierService:
         while True:
             try:
                 await self.retry_due_emails()
+                await self.retry_due_followups()
             except Exception as exc:  # keep the worker alive through MongoDB hiccups
                 log.warning("email.retry_worker_failed", error=repr(exc)[:300])
             await asyncio.sleep(interval)
@@ -325,7 +400,7 @@ class NotifierService:
             "invoice_id": invoice_id, "state": doc.get("state", "pending"), "recipients": doc.get("recipients", []),
             "attempts": doc.get("attempts", 0), "message_id": doc.get("message_id"), "error": doc.get("error") or doc.get("last_error"),
             "next_attempt_at": doc.get("next_at") if doc.get("state") == "retry" else None, "refused": doc.get("refused") or {},
-            "resends": doc.get("resends", []),
+            "followup": _followup_view(doc.get("followup")), "resends": doc.get("resends", []),
         }
 
     # ------------------------------------------------------------------ templates

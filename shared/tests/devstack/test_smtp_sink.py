@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import smtplib
-import sys
 from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import pytest
 
-from timbra_shared.devstack.servers import free_port
-from timbra_shared.devstack.supervisor import Supervisor
+from timbra_shared.devstack import smtp_sink
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +19,8 @@ PDF = b"%PDF-1.7\n" + bytes(range(256)) * 8
 
 @pytest.fixture
 async def sink(tmp_path: Path):
-    smtp_port, web_port = free_port(), free_port()
-    sup = Supervisor(tmp_path / "logs", grace=5)
-    env = {"TIMBRA_SMTP_PORT": str(smtp_port), "TIMBRA_SMTP_WEB_PORT": str(web_port), "TIMBRA_DATA_DIR": str(tmp_path)}
-    sup.start("smtp-sink", [sys.executable, "-m", "timbra_shared.devstack.smtp_sink"], env,
-              health_url=f"http://127.0.0.1:{web_port}/healthz")
-    await sup.wait_healthy("smtp-sink", 30)
-    yield sup, smtp_port, f"http://127.0.0.1:{web_port}"
-    sup.stop_all()
+    async with smtp_sink.running(tmp_path) as running:
+        yield running
 
 
 def _invoice_mail() -> EmailMessage:
@@ -108,3 +100,4 @@ async def test_accepts_mail_without_auth(sink):
     async with httpx.AsyncClient(base_url=web) as http:
         (msg,) = (await http.get("/api/messages")).json()
         assert msg["subject"] == "hola" and msg["auth_user"] is None and msg["attachments"] == []
+

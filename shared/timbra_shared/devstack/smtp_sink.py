@@ -15,11 +15,16 @@ $TIMBRA_DATA_DIR/mail (reloaded on start).  HTTP on 127.0.0.1:$TIMBRA_SMTP_WEB_P
     DELETE /api/messages                  forget every message (and delete the .eml files)
     DELETE /api/messages/{id}
     GET    /                              a simple HTML list
+
+Addresses for failure tests, answered at RCPT like a real server: a local part starting with
+``postpone`` gets ``450 4.2.1`` (temporary: mailbox busy, greylisting), one starting with
+``reject`` gets ``550 5.1.1`` (no such user). The other recipients of the message still get it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import html
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -192,9 +198,22 @@ def _strip_sink_headers(raw: bytes) -> bytes:
     return raw
 
 
+POSTPONED = "450 4.2.1 Mailbox busy, try again later"
+REJECTED = "550 5.1.1 No such user here"
+
+
 class SinkHandler:
     def __init__(self, store: MailStore) -> None:
         self.store = store
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
+        local = address.rsplit("@", 1)[0].lower()
+        if local.startswith("postpone"):
+            return POSTPONED
+        if local.startswith("reject"):
+            return REJECTED
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
@@ -321,6 +340,25 @@ async def serve(smtp_port: int, web_port: int, mail_dir: Path | None, host: str 
     finally:
         smtp_server.close()
         await smtp_server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def running(folder: Path) -> AsyncIterator[tuple[Any, int, str]]:
+    """A sink in a child process on free ports, for tests: yields (its Supervisor, SMTP port, web URL)."""
+    import sys
+
+    from timbra_shared.devstack.servers import free_port
+    from timbra_shared.devstack.supervisor import Supervisor
+
+    smtp_port, web_port = free_port(), free_port()
+    supervisor = Supervisor(folder / "logs", grace=5)
+    env = {"TIMBRA_SMTP_PORT": str(smtp_port), "TIMBRA_SMTP_WEB_PORT": str(web_port), "TIMBRA_DATA_DIR": str(folder)}
+    supervisor.start("smtp-sink", [sys.executable, "-m", "timbra_shared.devstack.smtp_sink"], env, health_url=f"http://{HOST}:{web_port}/healthz")
+    try:
+        await supervisor.wait_healthy("smtp-sink", 30)
+        yield supervisor, smtp_port, f"http://{HOST}:{web_port}"
+    finally:
+        supervisor.stop_all()
 
 
 def main() -> None:

@@ -79,6 +79,20 @@ class FakeDocumentRepository:
         self.emails[invoice_id].update(state=state, **fields)
         return True
 
+    async def schedule_followup(self, invoice_id: str, followup: dict[str, Any]) -> None:
+        self.emails[invoice_id]["followup"] = {**copy.deepcopy(followup), "state": "retry"}
+
+    async def due_followup(self, now: datetime, *, lease_s: float = 120.0) -> dict[str, Any] | None:
+        for doc in self.emails.values():
+            followup = doc.get("followup")
+            if followup and followup["state"] == "retry" and followup["next_at"] <= now:
+                followup.update(state="sending", attempts=followup["attempts"] + 1)
+                return copy.deepcopy(doc)
+        return None
+
+    async def finish_followup(self, invoice_id: str, state: str, **fields: Any) -> None:
+        self.emails[invoice_id]["followup"].update(state=state, **fields)
+
     async def email_status(self, invoice_id: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.emails.get(invoice_id))
 
@@ -154,6 +168,7 @@ class FakeMailer:
         self.sent: list[EmailMessage] = []
         self.configs: list[Any] = []
         self.fail_with: list[BaseException] = []  # raised (in order) before anything is sent
+        self.refusals: list[dict[str, str]] = []  # per send, in order: recipient -> the server's reply, the others accepted
         self.config = SimpleNamespace(sender="facturas@timbra.local")
 
     async def send(self, message: EmailMessage, config: Any = None) -> dict:
@@ -161,7 +176,8 @@ class FakeMailer:
             raise self.fail_with.pop(0)
         self.sent.append(message)
         self.configs.append(config)
-        return {}
+        refusals = self.refusals.pop(0) if self.refusals else {}
+        return {rcpt: reply for rcpt, reply in refusals.items() if rcpt in message["To"].split(", ")}
 
 
 @pytest.fixture

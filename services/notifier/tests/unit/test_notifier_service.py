@@ -171,3 +171,60 @@ async def test_an_email_already_sent_is_not_sent_again(notifier, fakes, stamped_
     fakes.repo.emails["inv_1"] = {"_id": "inv_1", "state": "sent", "attempts": 1}
     await notifier.email(rendered)
     assert fakes.mailer.sent == []
+
+
+# --------------------------------------------------------------------------- postponed recipients
+
+
+async def test_recipients_postponed_while_others_were_accepted_get_their_own_retries(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml, recipients=("pagos@ure.mx", "conta@ure.mx", "malo@ure.mx"))
+    fakes.mailer.refusals = [{"conta@ure.mx": "450 4.2.1 mailbox busy", "malo@ure.mx": "550 5.1.1 no such user"}]
+    await notifier.email(rendered)
+    (emailed,) = [e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]
+    assert emailed.recipients == ["pagos@ure.mx"]  # the invoice counts as emailed to whom it reached
+    followup = fakes.repo.emails["inv_1"]["followup"]
+    assert followup["state"] == "retry" and followup["recipients"] == ["conta@ure.mx"]  # 5xx is not retried
+    assert 20 < (followup["next_at"] - datetime.now(UTC)).total_seconds() <= 30
+    assert await notifier.retry_due_followups() == 0  # not due yet
+
+    followup["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    fakes.mailer.refusals = [{"conta@ure.mx": "451 4.7.1 greylisted"}]
+    assert await notifier.retry_due_followups() == 1
+    followup = fakes.repo.emails["inv_1"]["followup"]
+    assert followup["state"] == "retry" and followup["attempts"] == 2 and "greylisted" in followup["last_error"]
+    assert 50 < (followup["next_at"] - datetime.now(UTC)).total_seconds() <= 60  # 30 s, then 60 s
+
+    followup["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    assert await notifier.retry_due_followups() == 1
+    retried = fakes.mailer.sent[1:]
+    assert [m["To"] for m in retried] == ["conta@ure.mx", "conta@ure.mx"]  # only the postponed one
+    assert all(m["Message-ID"] == "<inv_1@timbra.local>" for m in retried)  # the same message
+    followup = fakes.repo.emails["inv_1"]["followup"]
+    assert followup["state"] == "sent" and followup["delivered"] == ["conta@ure.mx"]
+    assert len([e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]) == 1  # still one invoice.emailed
+    status = await notifier.email_status("inv_1", "iss_1")
+    assert status["state"] == "sent" and status["followup"]["state"] == "sent" and status["followup"]["delivered"] == ["conta@ure.mx"]
+
+
+async def test_postponed_recipients_are_given_up_at_the_end_of_the_window_and_the_issuer_is_told(notifier, fakes, stamped_xml, transient_error):
+    fakes.repo.issuers["iss_1"] = {"issuer_id": "iss_1", "version": 1, "email": "emisor@eku.mx", "legal_name": "ESCUELA KEMPER URGATE"}
+    rendered = await _render_then(notifier, fakes, stamped_xml, recipients=("pagos@ure.mx", "conta@ure.mx"))
+    fakes.mailer.refusals = [{"conta@ure.mx": "452 4.2.2 mailbox full"}]
+    await notifier.email(rendered)
+    followup = fakes.repo.emails["inv_1"]["followup"]
+    followup["first_at"] = datetime.now(UTC) - timedelta(hours=25)
+    followup["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    fakes.mailer.fail_with = [transient_error]
+    assert await notifier.retry_due_followups() == 1
+    followup = fakes.repo.emails["inv_1"]["followup"]
+    assert followup["state"] == "failed" and "conta@ure.mx" in followup["error"] and "24 horas" in followup["error"]
+    told = [m for m in fakes.mailer.sent if m["To"] == "emisor@eku.mx"]
+    assert len(told) == 1 and "421 4.3.2" in told[0].get_content()
+
+
+async def test_a_send_with_only_permanent_refusals_schedules_nothing(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml, recipients=("pagos@ure.mx", "malo@ure.mx"))
+    fakes.mailer.refusals = [{"malo@ure.mx": "550 5.1.1 no such user"}]
+    await notifier.email(rendered)
+    assert "followup" not in fakes.repo.emails["inv_1"]
+    assert fakes.repo.emails["inv_1"]["refused"] == {"malo@ure.mx": "550 5.1.1 no such user"}

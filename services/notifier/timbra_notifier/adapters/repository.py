@@ -23,7 +23,10 @@ class DocumentRepository:
 
     async def ensure_indexes(self) -> None:
         await self.documents.create_indexes([IndexModel([("issuer_id", ASCENDING)])])
-        await self.emails.create_indexes([IndexModel([("state", ASCENDING), ("next_at", ASCENDING)])])
+        await self.emails.create_indexes([
+            IndexModel([("state", ASCENDING), ("next_at", ASCENDING)]),
+            IndexModel([("followup.state", ASCENDING), ("followup.next_at", ASCENDING)]),
+        ])
         await self.requests.create_indexes([IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 86400)])
 
     # ------------------------------------------------------------------ documents
@@ -91,6 +94,26 @@ class DocumentRepository:
             session=session,
         )
         return result.modified_count == 1
+
+    async def schedule_followup(self, invoice_id: str, followup: dict[str, Any]) -> None:
+        """The recipients a server postponed (4xx) while it accepted others: delivered on their own
+        schedule (``followup``: state, recipients, next_at, attempts, first_at, last_error, context)."""
+        await self.emails.update_one({"_id": invoice_id}, {"$set": {"followup": {**followup, "state": "retry", "lease_until": None}}})
+
+    async def due_followup(self, now: datetime, *, lease_s: float = 120.0) -> dict[str, Any] | None:
+        """One follow-up delivery that is due (or whose sender died holding it), leased to this caller."""
+        return await self.emails.find_one_and_update(
+            {"$or": [{"followup.state": "retry", "followup.next_at": {"$lte": now}},
+                     {"followup.state": "sending", "followup.lease_until": {"$lte": now.timestamp()}}]},
+            {"$set": {"followup.state": "sending", "followup.lease_until": now.timestamp() + lease_s}, "$inc": {"followup.attempts": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def finish_followup(self, invoice_id: str, state: str, **fields: Any) -> None:
+        await self.emails.update_one(
+            {"_id": invoice_id},
+            {"$set": {"followup.state": state, "followup.at": utcnow(), "followup.lease_until": None, **{f"followup.{k}": v for k, v in fields.items()}}},
+        )
 
     async def email_status(self, invoice_id: str) -> dict[str, Any] | None:
         return await self.emails.find_one({"_id": invoice_id})
