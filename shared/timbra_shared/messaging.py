@@ -185,10 +185,12 @@ FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_FETCH_WAIT_MS", "50"))
 BACKGROUND_FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_BACKGROUND_FETCH_WAIT_MS", "500"))
 
 
-def fetch_wait_ms(topic_names: tuple[str, ...]) -> int:
-    if topic_names and all(name in topics.BACKGROUND_TOPICS for name in topic_names):
-        return max(FETCH_WAIT_MS, BACKGROUND_FETCH_WAIT_MS)
-    return FETCH_WAIT_MS
+def fetch_wait_ms(topic_names: tuple[str, ...], background: bool | None = None) -> int:
+    """``background``: None follows the topics; False keeps the short wait (a projection the next
+    invoice reads), True takes the long one."""
+    if background is None:
+        background = bool(topic_names) and all(name in topics.BACKGROUND_TOPICS for name in topic_names)
+    return max(FETCH_WAIT_MS, BACKGROUND_FETCH_WAIT_MS) if background else FETCH_WAIT_MS
 # Consumers per single-topic subscriber in one process: each gets its share of the partitions and
 # processes them in order, so independent invoices overlap their MongoDB and broker round trips.
 CONSUMER_WORKERS = int(os.environ.get("TIMBRA_CONSUMER_WORKERS", "1"))
@@ -200,14 +202,14 @@ CONSUMER_WORKERS = int(os.environ.get("TIMBRA_CONSUMER_WORKERS", "1"))
 BATCH_CONSUME = os.environ.get("TIMBRA_BATCH_CONSUME", "1") != "0"
 
 
-def subscriber(router: KafkaRouter | KafkaBroker, *topic_names: str, group: str, **options: Any) -> Any:
+def subscriber(router: KafkaRouter | KafkaBroker, *topic_names: str, group: str, background: bool | None = None, **options: Any) -> Any:
     """The one place that fixes the consumer defaults: at-least-once (ack after the handler has
     committed), a consumer group per subscriber so instances of a service share the work.
 
     A handler with one typed parameter (the event) is run by a :class:`BatchConsumer`: records
     are fetched in batches and the handler is called for each event in partition order, and the
     offsets are committed once per batch. Handlers with FastStream extras (``Context``…) or
-    ``max_workers`` keep FastStream's own consumer."""
+    ``max_workers`` keep FastStream's own consumer. ``background``: see :func:`fetch_wait_ms`."""
     if len(topic_names) == 1 and CONSUMER_WORKERS > 1:
         options.setdefault("max_workers", CONSUMER_WORKERS)
 
@@ -215,14 +217,14 @@ def subscriber(router: KafkaRouter | KafkaBroker, *topic_names: str, group: str,
         event_type = _event_type(handler)
         if BATCH_CONSUME and event_type is not None and options.get("max_workers", 1) <= 1:
             consumer = BatchConsumer(handler, TypeAdapter(event_type), group, per_item=True)
-            _register_batch(router, topic_names, group, consumer, getattr(handler, "__name__", "handler"), None, dict(options))
+            _register_batch(router, topic_names, group, consumer, getattr(handler, "__name__", "handler"), None, dict(options), background)
             return handler
         return router.subscriber(
             *topic_names,
             group_id=group,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            fetch_max_wait_ms=fetch_wait_ms(topic_names),
+            fetch_max_wait_ms=fetch_wait_ms(topic_names, background),
             **options,
         )(handler)
 
@@ -431,7 +433,8 @@ def _run_batch(consumer: BatchConsumer) -> Callable[..., Awaitable[None]]:
     return consume
 
 
-def _register_batch(router: KafkaRouter | KafkaBroker, topic_names: tuple[str, ...], group: str, consumer: BatchConsumer, name: str, max_records: int | None, options: dict[str, Any]) -> None:
+def _register_batch(router: KafkaRouter | KafkaBroker, topic_names: tuple[str, ...], group: str, consumer: BatchConsumer, name: str, max_records: int | None,
+                    options: dict[str, Any], background: bool | None = None) -> None:
     consume = _run_batch(consumer)
     consume.__name__ = consume.__qualname__ = name
     router.subscriber(
@@ -439,7 +442,7 @@ def _register_batch(router: KafkaRouter | KafkaBroker, topic_names: tuple[str, .
         group_id=group,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        fetch_max_wait_ms=fetch_wait_ms(topic_names),
+        fetch_max_wait_ms=fetch_wait_ms(topic_names, background),
         batch=True,
         max_records=max_records or BATCH_MAX_RECORDS,
         batch_timeout_ms=BATCH_POLL_MS,

@@ -34,11 +34,13 @@ POS_TICKETS = "pos.tickets"  # keyed by issuer_id: store tickets pushed by a poi
 
 DEAD_LETTER = "timbra.dead_letter"
 
-# Topics whose consumers can wait longer for records: projections of profiles and catalogs,
-# cancellations (SAT itself answers in seconds), emails other than invoices, redrives and dead
-# letters. Their consumers fetch with TIMBRA_KAFKA_BACKGROUND_FETCH_WAIT_MS (messaging.py).
+# Topics whose consumers can wait longer for records: issuer profiles (except where they shape
+# the next invoice: the builder's projection opts out), cancellations (SAT itself answers in
+# seconds), emails other than invoices, redrives and dead letters. Their consumers fetch with
+# TIMBRA_KAFKA_BACKGROUND_FETCH_WAIT_MS (messaging.py). The catalog topics are not among them: an
+# API client that edits a product and then invoices it expects the new price.
 BACKGROUND_TOPICS = frozenset({
-    ISSUER_PROFILE, CATALOG_CUSTOMERS, CATALOG_PRODUCTS, CATALOG_TICKETS, NOTIFICATION_REQUESTED, DEAD_LETTER, INVOICE_REDRIVE,
+    ISSUER_PROFILE, NOTIFICATION_REQUESTED, DEAD_LETTER, INVOICE_REDRIVE,
     CANCELLATION_REQUESTED, *CANCELLATION_EVENT_TOPICS, CANCELLATION_ESCALATED,
 })
 

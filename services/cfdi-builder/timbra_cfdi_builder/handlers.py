@@ -43,7 +43,7 @@ def build_router(service: InvoiceService) -> KafkaRouter:
     async def on_cancellation_escalated(event: CancellationEscalated) -> None:
         await service.on_cancellation(event)
 
-    @subscriber(router, topics.ISSUER_PROFILE, group="cfdi-builder.issuers")
+    @subscriber(router, topics.ISSUER_PROFILE, group="cfdi-builder.issuers", background=False)  # series, types: the next invoice reads them
     async def on_issuer_profile(profile: IssuerProfileChanged) -> None:
         await service.on_issuer(profile)
 
