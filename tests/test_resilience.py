@@ -5,20 +5,15 @@ import asyncio
 import signal
 import time
 
-import httpx
 import pytest
 
+from timbra_shared.devstack.chaos import assert_exactly_once, pac_stamp_count
 from timbra_shared.devstack.scenario import TimbraClient, sample_invoice
 from timbra_shared.ids import new_id
 
 # Every invoice must also be rendered and emailed; PDF rendering paces these tests on a busy
 # machine (quiet: about 3 minutes for both), so they get more than the default time limit.
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
-
-
-async def _stamp_count(platform) -> int:  # noqa: ANN001
-    async with httpx.AsyncClient() as http:
-        return (await http.get(platform.url("sandbox-pac") + "/healthz")).json()["stamps"]
 
 
 async def _post_many(client: TimbraClient, issuer, count: int) -> list[str]:  # noqa: ANN001
@@ -43,41 +38,21 @@ async def _wait_some(client: TimbraClient, issuer, ids: list[str], status: str, 
         await asyncio.sleep(0.2)
 
 
-async def _assert_exactly_once(client: TimbraClient, platform, issuer, ids: list[str], stamps_before: int, credits: int) -> None:  # noqa: ANN001
-    states = await client.wait_final(issuer, ids, timeout=600, interval=1.0)
-    statuses = [s["status"] for s in states.values()]
-    assert statuses.count("emailed") == len(ids), {s: statuses.count(s) for s in set(statuses)}
-    uuids = {s["uuid"] for s in states.values()}
-    assert len(uuids) == len(ids), "an invoice got more than one UUID, or two invoices share one"
-    assert await _stamp_count(platform) - stamps_before == len(ids), "the PAC stamped more CFDIs than there are invoices"
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
-        messages = (await sink.get("/api/messages")).json()
-    per_invoice = {i: 0 for i in ids}
-    for message in messages:
-        invoice_id = message["message_id"].strip("<>").split("@")[0]
-        if invoice_id in per_invoice:
-            per_invoice[invoice_id] += 1
-    assert set(per_invoice.values()) == {1}, {k: v for k, v in per_invoice.items() if v != 1}
-    balance = (await client.http.get("/v1/billing/balance", headers=issuer.headers)).json()
-    assert balance["consumed"] == len(ids) and balance["reserved"] == 0, balance
-    assert balance["available"] + balance["reserved"] + balance["consumed"] + balance["expired"] == balance["granted"] == credits
-
-
 async def test_killing_a_service_mid_flight_loses_and_duplicates_nothing(client, platform) -> None:
     issuer = await client.onboard(rfc="KIL010101AA1", legal_name="KILL TEST", tax_regime="601", zip_code="06000", credits=300)
-    stamps_before = await _stamp_count(platform)
+    stamps_before = await pac_stamp_count(platform)
     ids = await _post_many(client, issuer, 200)
     await _wait_some(client, issuer, ids, "stamped", at_least=5)
     await platform.kill_service("stamping", sig=signal.SIGKILL)
     await asyncio.sleep(2)
     await platform.restart_service("stamping")
-    await _assert_exactly_once(client, platform, issuer, ids, stamps_before, credits=300)
+    await assert_exactly_once(client, platform, issuer, ids, stamps_before=stamps_before, credits=300)
 
 
 async def test_broker_restarted_empty_every_invoice_completes_once(client, platform) -> None:
     issuer = await client.onboard(rfc="BRK010101AA1", legal_name="BROKER TEST", tax_regime="601", zip_code="06000", credits=150)
-    stamps_before = await _stamp_count(platform)
+    stamps_before = await pac_stamp_count(platform)
     ids = await _post_many(client, issuer, 100)
     await _wait_some(client, issuer, ids, "stamped", at_least=3)
     await platform.restart_broker()
-    await _assert_exactly_once(client, platform, issuer, ids, stamps_before, credits=150)
+    await assert_exactly_once(client, platform, issuer, ids, stamps_before=stamps_before, credits=150)
