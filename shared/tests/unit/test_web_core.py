@@ -103,3 +103,38 @@ def test_after_login_only_a_path_inside_the_area_is_followed():
     assert safe_next("/panel/facturas?uuid=1", "/panel") == "/panel/facturas?uuid=1"
     for hostile in ("https://evil.example/panel/", "//evil.example", "/panel//evil.example", "/panel/\\evil.example", "/console/", ""):
         assert safe_next(hostile, "/panel") == "/panel/"
+
+
+def test_every_area_shows_refusals_and_expired_sessions_the_same_way() -> None:
+    """``install_error_pages`` and ``install_login_redirect``: what the panel, the portal and the
+    console do with an API refusal, an expired form and a missing or expired session."""
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from timbra_shared.web.core import CsrfRefused, SessionExpired, Web, install_error_pages, install_login_redirect
+
+    class NoSession(Exception):
+        pass
+
+    web = Web(area="panel", prefix="/panel", cookie="timbra_panel", sealer=Sealer("unit-test-secret"), http=httpx.AsyncClient())
+    app = FastAPI()
+    app.state.web = web
+    install_login_redirect(app, web, NoSession)
+    install_error_pages(app, web, "panel")
+    raised = {"csrf": CsrfRefused(), "gone": ApiFailure(404, "not_found", "La factura no existe."), "forbidden": ApiFailure(403, "forbidden", "No es tuya."),
+              "invalid": ApiFailure(422, "CFDI40105", "SAT rechazó la factura."), "down": ApiFailure(503, "unavailable", "Intenta más tarde."),
+              "nobody": NoSession(), "expired": SessionExpired()}
+
+    @app.get("/panel/{what}")
+    async def fail(what: str) -> None:
+        raise raised[what]
+
+    client = TestClient(app, follow_redirects=False)
+    for what, status, words in (("csrf", 403, "Formulario vencido"), ("gone", 404, "La factura no existe."), ("forbidden", 403, "Sin permiso"),
+                                ("invalid", 422, "CFDI40105"), ("down", 502, "Intenta más tarde.")):
+        response = client.get(f"/panel/{what}")
+        assert response.status_code == status and words in response.text, (what, response.status_code)
+    for what in ("nobody", "expired"):
+        response = client.get(f"/panel/{what}")
+        assert response.status_code == 303 and response.headers["location"] == f"/panel/entrar?siguiente=/panel/{what}"

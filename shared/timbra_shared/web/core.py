@@ -14,17 +14,20 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from timbra_shared.logging import get_logger
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -242,6 +245,43 @@ def safe_next(target: str, prefix: str) -> str:
 
 class CsrfRefused(Exception):
     """A POST without this session's CSRF token: every area shows it as an expired form."""
+
+
+def install_login_redirect(app: FastAPI, web: "Web", *exceptions: type[Exception]) -> None:
+    """``exceptions`` (no session, an expired one) end the session and send the visitor to the
+    area's login, coming back to the page they asked for (a GET that is not an htmx fragment)."""
+
+    async def to_login(request: Request, _exc: Exception) -> Response:
+        target = request.url.path if request.method == "GET" and not is_htmx(request) else f"{web.prefix}/"
+        response = web.redirect(request, f"{web.prefix}/entrar?siguiente={quote(target)}")
+        web.end_session(request, response)
+        return response
+
+    for exception in (*exceptions, SessionExpired):
+        app.add_exception_handler(exception, to_login)
+
+
+def install_error_pages(app: FastAPI, web: "Web", area: str, context: Callable[[Request], Mapping[str, Any]] = lambda _request: {}) -> None:
+    """How every area shows an expired form and an API refusal: ``{area}/error.html`` with a
+    Spanish title, the API's message and code; 404 and 403 keep their status, a 5xx is a 502 and
+    the rest a 422. ``context`` adds what the area's layout needs (the portal: its branch)."""
+    logger = get_logger(f"timbra_shared.web.{area}")
+
+    def page(request: Request, title: str, message: str, status: int, code: str | None = None) -> Response:
+        return web.render(request, f"{area}/error.html", {**context(request), "title": title, "message": message, "code": code}, status=status)
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
+        return page(request, "Formulario vencido", "El formulario venció o no vino de esta página. Recarga la página e intenta de nuevo.", 403)
+
+    @app.exception_handler(ApiFailure)
+    async def api_failure(request: Request, exc: ApiFailure) -> Response:
+        if exc.status == 404:
+            return page(request, "No encontrado", exc.message, 404)
+        if exc.status == 403:
+            return page(request, "Sin permiso", exc.message, 403, exc.code)
+        logger.warning(f"{area}.api_failure", path=request.url.path, status=exc.status, code=exc.code)
+        return page(request, "No se pudo completar", exc.message, 502 if exc.status >= 500 else 422, exc.code)
 
 
 async def checked_form(request: Request) -> Mapping[str, Any]:

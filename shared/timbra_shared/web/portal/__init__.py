@@ -8,12 +8,9 @@ ingress."""
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from timbra_shared.logging import get_logger
-from timbra_shared.web.core import ApiFailure, Web
+from timbra_shared.web.core import Web, install_error_pages
 from timbra_shared.web.portal import pages
-from timbra_shared.web.portal.common import CsrfRefused, LoginRequired, PasswordChangeRequired, customer
-
-log = get_logger(__name__)
+from timbra_shared.web.portal.common import LoginRequired, PasswordChangeRequired, customer
 
 
 def create_portal_app(web: Web, secret: str) -> FastAPI:
@@ -36,15 +33,6 @@ def create_portal_app(web: Web, secret: str) -> FastAPI:
     async def change_required(request: Request, exc: PasswordChangeRequired) -> Response:
         return web.redirect(request, f"{web.prefix}/{exc.slug}/contrasena")
 
-    @app.exception_handler(CsrfRefused)
-    async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
-        return web.render(request, "portal/error.html", {**where(request), "title": "Formulario vencido", "message": "El formulario venció o no vino de esta página. Recarga la página e intenta de nuevo."}, status=403)
-
-    @app.exception_handler(ApiFailure)
-    async def api_failure(request: Request, exc: ApiFailure) -> Response:
-        if exc.status == 404:
-            return web.render(request, "portal/error.html", {**where(request), "title": "No encontrado", "message": exc.message}, status=404)
-        log.warning("portal.api_failure", path=request.url.path, status=exc.status, code=exc.code)
-        return web.render(request, "portal/error.html", {**where(request), "title": "No se pudo completar", "message": exc.message, "code": exc.code}, status=502 if exc.status >= 500 else 422)
+    install_error_pages(app, web, "portal", where)
 
     return app
