@@ -111,7 +111,9 @@ class OperationsService:
             log.warning("dead_letter.replay_failed", dead_letter_id=letter_id, error=repr(exc)[:300])
             raise ReplayFailed(str(exc)) from exc
         await self.letters.set_replay_outcome(letter_id, replay["id"], "sent")
-        log.info("dead_letter.replayed", dead_letter_id=letter_id, topic=plan.topic, corrected=plan.corrected, by=principal.key_id)
+        # the record went back on its topic, so every consumer group that dead-lettered it reads it again
+        siblings = await self.letters.close_siblings(doc, "replayed", {"replayed_at": replay["at"]})
+        log.info("dead_letter.replayed", dead_letter_id=letter_id, topic=plan.topic, corrected=plan.corrected, by=principal.key_id, siblings=siblings)
         return await self.letter(letter_id)
 
     async def discard(self, letter_id: str, principal: Principal, note: str) -> dict[str, Any]:
@@ -120,6 +122,7 @@ class OperationsService:
         doc = await self.letters.discard(letter_id, record)
         if doc is None:
             raise ReplayRefused("TIMBRA_DEAD_LETTER_CLOSED", "Solo se descarta un mensaje abierto (sin reenviar ni descartar).")
+        await self.letters.close_siblings(doc, "discarded", {"discarded": record})
         return doc
 
     # ------------------------------------------------------------------ pipeline

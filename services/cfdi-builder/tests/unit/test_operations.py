@@ -142,6 +142,15 @@ class FakeLetters:
         doc["status"], doc["discarded"] = "discarded", record
         return doc
 
+    async def close_siblings(self, letter: dict[str, Any], status: str, fields: dict[str, Any]) -> int:
+        if letter.get("partition") is None or letter.get("offset") is None:
+            return 0
+        same = [d for d in self.docs.values() if (d["original_topic"], d["partition"], d["offset"]) == (letter["original_topic"], letter["partition"], letter["offset"])
+                and d["_id"] != letter["_id"] and d["status"] == "open"]
+        for doc in same:
+            doc.update(status=status, sibling_of=letter["_id"], **fields)
+        return len(same)
+
     async def link_failure(self, original_id: str, new_id: str) -> None:
         self.calls.append(("link", (original_id, new_id)))
         self.docs[original_id].setdefault("failed_again", []).append(new_id)
@@ -283,6 +292,28 @@ async def test_discarded_letters_cannot_be_replayed_and_unknown_ones_are_not_fou
     with pytest.raises(LetterNotFound):
         await ops.replay("nope", OPERATOR)
     assert publisher.sent == []
+
+
+async def test_replaying_or_discarding_a_record_closes_the_letters_other_groups_wrote_for_it() -> None:
+    ops, letters, publisher = service()
+    # one poison record on invoice.stamped, dead-lettered by three consumer groups; another record apart
+    by_group = [dead_letter(service=name, original_topic=topics.INVOICE_STAMPED, offset=7) for name in ("notifier", "billing", "catalog")]
+    other = dead_letter(service="notifier", original_topic=topics.INVOICE_STAMPED, offset=8)
+    for letter in (*by_group, other):
+        await ops.store_letter(letter)
+    await ops.replay(by_group[0].event_id, OPERATOR)
+    assert len(publisher.sent) == 1  # one republish reaches every group
+    assert [letters.docs[x.event_id]["status"] for x in by_group] == ["replayed"] * 3
+    assert {letters.docs[x.event_id].get("sibling_of") for x in by_group[1:]} == {by_group[0].event_id}
+    assert letters.docs[other.event_id]["status"] == "open"
+
+    again = [dead_letter(service=name, original_topic=topics.INVOICE_STAMPED, offset=9) for name in ("notifier", "billing")]
+    for letter in again:
+        await ops.store_letter(letter)
+    await ops.discard(again[1].event_id, OPERATOR, "evento de prueba")
+    assert [letters.docs[x.event_id]["status"] for x in again] == ["discarded", "discarded"]
+    assert letters.docs[again[0].event_id]["discarded"]["note"] == "evento de prueba"
+    assert letters.docs[other.event_id]["status"] == "open"
 
 
 async def test_pipeline_counts_stages_statuses_error_rate_and_dead_letters() -> None:

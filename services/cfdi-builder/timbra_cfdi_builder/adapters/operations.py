@@ -29,6 +29,7 @@ class DeadLetterRepository:
             IndexModel([("status", ASCENDING), ("received_at", DESCENDING)]),
             IndexModel([("invoice_id", ASCENDING)], sparse=True),
             IndexModel([("received_at", DESCENDING)]),
+            IndexModel([("original_topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)]),
         ])
 
     async def insert(self, doc: dict[str, Any]) -> bool:
@@ -79,6 +80,17 @@ class DeadLetterRepository:
             {"$set": {"status": "discarded", "discarded": record}},
             return_document=ReturnDocument.AFTER,
         )
+
+    async def close_siblings(self, letter: dict[str, Any], status: str, fields: dict[str, Any]) -> int:
+        """The other open dead letters of the same record (each consumer group that could not take
+        it wrote one) take the outcome of ``letter``; returns how many."""
+        if letter.get("partition") is None or letter.get("offset") is None:
+            return 0
+        result = await self.letters.update_many(
+            {"original_topic": letter["original_topic"], "partition": letter["partition"], "offset": letter["offset"], "_id": {"$ne": letter["_id"]}, "status": "open"},
+            {"$set": {"status": status, "sibling_of": letter["_id"], **fields}},
+        )
+        return result.modified_count
 
     async def link_failure(self, original_id: str, new_id: str) -> None:
         """A replay failed again: the original points at the new dead letter."""
