@@ -134,3 +134,16 @@ def test_pick_prefers_a_known_reference_among_several_numbers():
     ours, other = refs.make("12345678"), refs.make("87654321")
     found, _ = statement.pick_reference(_deposit("1.00", f"FACT {other} REF {ours}"), {ours})
     assert found == ours
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_parse_finds_the_delimiter_of_the_table_below_a_plain_preamble(delimiter):
+    """Banks put a preamble without any delimiter (holder, account, period, with commas of their
+    own) above the table; the delimiter is the one that makes a header line appear."""
+    rows = [["Fecha", "Concepto", "Referencia", "Cargo", "Abono", "Saldo"],
+            ["02/05/2025", "SPEI RECIBIDO REF 1234567869", "", "", "1305.00", "10000.00"],
+            ["03/05/2025", "DEPOSITO EN EFECTIVO", "1234567869", "", "575.00", "10575.00"]]
+    preamble = "ESTADO DE CUENTA\nTitular: Timbra, S.A. de C.V.\nCuenta 0101010101, periodo mayo 2025\n\n"
+    parsed = statement.parse(preamble + "\n".join(delimiter.join(r) for r in rows) + "\n")
+    assert parsed.columns["amount"] == "abono"
+    assert [(d.date, d.reference, d.amount) for d in parsed.deposits] == [(date(2025, 5, 2), "", Decimal("1305.00")), (date(2025, 5, 3), "1234567869", Decimal("575.00"))]

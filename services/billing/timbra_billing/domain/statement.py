@@ -78,6 +78,27 @@ def decode(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+DELIMITERS = ",;\t|"
+
+
+def _header(text: str, wanted: dict[str, tuple[str, ...]]) -> tuple[Any, list[str]] | None:
+    """A reader positioned after the header line, and that line normalised. The bank's preamble
+    (holder, account, period…) is skipped until a line holds the date and amount headers. The
+    delimiter is the sniffed one if it shows such a line (a preamble without delimiters can fool
+    the sniffer), else the first of ``DELIMITERS`` that does."""
+    try:
+        sniffed = [csv.Sniffer().sniff(text[:4096], delimiters=DELIMITERS).delimiter]
+    except csv.Error:
+        sniffed = []
+    for delimiter in dict.fromkeys([*sniffed, *DELIMITERS]):
+        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+        for row in reader:
+            normalized = [_norm(c) for c in row]
+            if any(_norm(n) in normalized for n in wanted["date"]) and any(_norm(n) in normalized for n in wanted["amount"]):
+                return reader, normalized
+    return None
+
+
 def parse(text: str, columns: dict[str, str | tuple[str, ...]] | None = None) -> Parsed:
     """Read a statement. ``columns`` overrides the header names per field (date, description,
     reference, amount); ``reference`` is optional (many banks only have the concept)."""
@@ -85,21 +106,10 @@ def parse(text: str, columns: dict[str, str | tuple[str, ...]] | None = None) ->
     for key, value in (columns or {}).items():
         if value:
             wanted[key] = (value,) if isinstance(value, str) else tuple(value)
-    sample = text[:4096]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
-    header: list[str] | None = None
-    # skip the bank's preamble (account holder, period…) until a line holds the date and amount headers
-    for row in reader:
-        normalized = [_norm(c) for c in row]
-        if any(_norm(n) in normalized for n in wanted["date"]) and any(_norm(n) in normalized for n in wanted["amount"]):
-            header = normalized
-            break
-    if header is None:
+    found = _header(text, wanted)
+    if found is None:
         raise StatementError("No se encontró el encabezado del estado de cuenta (columnas de fecha y abono).")
+    reader, header = found
     index: dict[str, int] = {}
     for key, names in wanted.items():
         for name in names:
