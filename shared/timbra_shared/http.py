@@ -1,5 +1,6 @@
 """The HTTP face every service shares: uniform errors, tracing, ``/healthz`` and ``/metrics``."""
 
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -14,6 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from timbra_shared.errors import ApiError
 from timbra_shared.logging import get_logger
 from timbra_shared.telemetry import extract, tracer
+
+# uvicorn's event loop for every Timbra server: "auto" takes uvloop (and httptools for HTTP/1.1)
+# when installed, which every service's aiokafka, MongoDB and HTTP traffic runs on;
+# TIMBRA_EVENT_LOOP=asyncio gives the standard loop (for comparisons, bench/bench_pipeline.py).
+EVENT_LOOP = os.environ.get("TIMBRA_EVENT_LOOP", "auto")
 
 log = get_logger(__name__)
 

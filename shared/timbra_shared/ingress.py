@@ -22,7 +22,7 @@ from opentelemetry import trace
 
 from timbra_shared.apidocs import asyncapi_document, merge_openapi, render_docs
 from timbra_shared.auth import CLIENT_IP_HEADER, CLIENT_PROOF_HEADER, PRINCIPAL_HEADER, client_proof
-from timbra_shared.http import install_error_handlers
+from timbra_shared.http import EVENT_LOOP, install_error_handlers
 from timbra_shared.logging import configure_logging, get_logger
 from timbra_shared.settings import Settings
 from timbra_shared.telemetry import carrier_from_current, setup_telemetry, tracer
@@ -231,7 +231,7 @@ def main() -> None:
     settings = Settings(TIMBRA_SERVICE_NAME="ingress")
     configure_logging("ingress", settings.log_level)
     setup_telemetry("ingress", settings.trace_dir, settings.otlp_endpoint)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False, timeout_keep_alive=30)
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False, timeout_keep_alive=30, loop=EVENT_LOOP)
 
 
 if __name__ == "__main__":

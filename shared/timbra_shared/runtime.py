@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from timbra_shared import topics
 from timbra_shared.events import RedriveInvoice
-from timbra_shared.http import create_app
+from timbra_shared.http import EVENT_LOOP, create_app
 from timbra_shared.logging import configure_logging, get_logger
 from timbra_shared.messaging import PastEndWatch, make_broker, subscriber
 from timbra_shared.mongo import Store, make_client
@@ -138,8 +138,9 @@ class Runtime:
     def serve(self, app: FastAPI) -> None:
         # Keep-alive longer than clients keep idle connections (httpx: 5 s), so a reused connection
         # is never closed under a request in flight.
-        config = uvicorn.Config(app, host=self.settings.http_host, port=self.settings.http_port, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30)
+        config = uvicorn.Config(app, host=self.settings.http_host, port=self.settings.http_port, log_level="warning", access_log=False, lifespan="on",
+                                timeout_keep_alive=30, loop=EVENT_LOOP)
         server = uvicorn.Server(config)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(server.serve())
+            server.run()
 

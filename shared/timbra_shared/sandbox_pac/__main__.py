@@ -6,12 +6,12 @@ Environment: ``TIMBRA_DATA_DIR``, ``TIMBRA_PAC_TOKEN`` (the token that never exp
 the certificate and the 72-hour window are always checked).
 """
 
-import asyncio
 import contextlib
 import os
 
 import uvicorn
 
+from timbra_shared.http import EVENT_LOOP
 from timbra_shared.sandbox_pac.app import create_app
 
 
@@ -30,11 +30,12 @@ def main() -> None:
         user=os.environ.get("TIMBRA_PAC_USER", "demo"),
         password=os.environ.get("TIMBRA_PAC_PASSWORD", "123456789"),
     )
-    config = uvicorn.Config(app, host=os.environ.get("TIMBRA_HTTP_HOST", "127.0.0.1"), port=int(os.environ.get("TIMBRA_HTTP_PORT", "8090")), log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=os.environ.get("TIMBRA_HTTP_HOST", "127.0.0.1"), port=int(os.environ.get("TIMBRA_HTTP_PORT", "8090")), log_level="warning",
+                            access_log=False, loop=EVENT_LOOP)
     server = uvicorn.Server(config)
     app.state.server = server
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve())
+        server.run()
 
 
 if __name__ == "__main__":
