@@ -11,7 +11,8 @@ wall figure includes time spent waiting for a core; the CPU figure is the render
 "Naive" is what a first implementation does: the notifier's original template (flexbox header,
 auto-layout table, seals broken into <div>s by a Jinja filter, the QR as an SVG path), rendered with
 ``HTML(string=...).write_pdf()`` and nothing reused between renders. "Timbra" is
-``timbra_notifier.adapters.renderer.WeasyprintRenderer`` with ``printed_context``.
+``timbra_notifier.adapters.renderer.WeasyprintRenderer`` with ``printed_context``; "Timbra, HTML5
+UA" is the same with weasyprint's whole HTML5 user-agent sheet instead of ``print_ua.css``.
 
 It also renders a long invoice (--long concepts, 0 to skip) once with Timbra's renderer and prints
 its page count and time. The last line is ``pdf_render_median_ms=<Timbra's CPU median>``.
@@ -113,8 +114,12 @@ class NaiveRenderer:
 
 
 class TimbraRenderer:
-    def __init__(self) -> None:
+    def __init__(self, *, html5_ua: bool = False) -> None:
         self.renderer = WeasyprintRenderer()
+        if html5_ua:  # weasyprint's whole HTML5 user-agent sheet instead of print_ua.css
+            import weasyprint
+
+            self.renderer._html = weasyprint.HTML
 
     def render(self, xml: bytes) -> bytes:
         return self.renderer.render(printed_context(xml))
@@ -139,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
 
     xml = stamped_invoice(args.concepts)
-    contenders = {"naive weasyprint": NaiveRenderer(), "Timbra renderer": TimbraRenderer()}
+    contenders = {"naive weasyprint": NaiveRenderer(), "Timbra, HTML5 UA": TimbraRenderer(html5_ua=True), "Timbra renderer": TimbraRenderer()}
     for renderer in contenders.values():  # warm: imports, fonts, caches
         for _ in range(3):
             renderer.render(xml)
@@ -159,7 +164,8 @@ def main() -> None:
         print(f"{name:18} {statistics.median(cpus[name]):9.1f}ms {_p90(cpus[name]):7.1f}ms {statistics.median(walls[name]):10.1f}ms {_p90(walls[name]):7.1f}ms {sizes[name]:10d}")
     naive, timbra = "naive weasyprint", "Timbra renderer"
     print(f"ratio naive/Timbra: CPU {statistics.median(cpus[naive]) / statistics.median(cpus[timbra]):.1f}x, "
-          f"wall {statistics.median(walls[naive]) / statistics.median(walls[timbra]):.1f}x")
+          f"wall {statistics.median(walls[naive]) / statistics.median(walls[timbra]):.1f}x; "
+          f"print_ua.css/HTML5 UA sheet: CPU {statistics.median(cpus[timbra]) / statistics.median(cpus['Timbra, HTML5 UA']):.2f}x")
 
     if args.long:
         long_xml = stamped_invoice(args.long)
