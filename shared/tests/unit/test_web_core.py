@@ -105,12 +105,11 @@ def test_after_login_only_a_path_inside_the_area_is_followed():
         assert safe_next(hostile, "/panel") == "/panel/"
 
 
-def test_every_area_shows_refusals_and_expired_sessions_the_same_way() -> None:
+async def test_every_area_shows_refusals_and_expired_sessions_the_same_way() -> None:
     """``install_error_pages`` and ``install_login_redirect``: what the panel, the portal and the
     console do with an API refusal, an expired form and a missing or expired session."""
     import httpx
     from fastapi import FastAPI
-    from fastapi.testclient import TestClient
 
     from timbra_shared.web.core import CsrfRefused, SessionExpired, Web, install_error_pages, install_login_redirect
 
@@ -130,11 +129,11 @@ def test_every_area_shows_refusals_and_expired_sessions_the_same_way() -> None:
     async def fail(what: str) -> None:
         raise raised[what]
 
-    client = TestClient(app, follow_redirects=False)
-    for what, status, words in (("csrf", 403, "Formulario vencido"), ("gone", 404, "La factura no existe."), ("forbidden", 403, "Sin permiso"),
-                                ("invalid", 422, "CFDI40105"), ("down", 502, "Intenta más tarde.")):
-        response = client.get(f"/panel/{what}")
-        assert response.status_code == status and words in response.text, (what, response.status_code)
-    for what in ("nobody", "expired"):
-        response = client.get(f"/panel/{what}")
-        assert response.status_code == 303 and response.headers["location"] == f"/panel/entrar?siguiente=/panel/{what}"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://panel.test") as client:
+        for what, status, words in (("csrf", 403, "Formulario vencido"), ("gone", 404, "La factura no existe."), ("forbidden", 403, "Sin permiso"),
+                                    ("invalid", 422, "CFDI40105"), ("down", 502, "Intenta más tarde.")):
+            response = await client.get(f"/panel/{what}")
+            assert response.status_code == status and words in response.text, (what, response.status_code)
+        for what in ("nobody", "expired"):
+            response = await client.get(f"/panel/{what}")
+            assert response.status_code == 303 and response.headers["location"] == f"/panel/entrar?siguiente=/panel/{what}"
