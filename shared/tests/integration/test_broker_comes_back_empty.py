@@ -85,3 +85,43 @@ async def test_a_subscriber_resumes_from_the_start_of_a_broker_that_came_back_em
         await asyncio.gather(task, return_exceptions=True)
         await broker.stop()
         tansu.stop(5)
+
+
+async def test_a_partition_the_broker_comes_back_with_is_consumed_too(tmp_path: Path) -> None:
+    """tansu auto-creates a topic with 4 partitions when a client reaches the restarted broker before
+    the platform recreates its topics (3 in the tests), so records land on a partition the group was
+    never assigned. The services' metadata refresh (TIMBRA_KAFKA_METADATA_MAX_AGE_MS, 5 s) makes the
+    group see it and rebalance; with aiokafka's default 5 minutes the chaos test's invoices on that
+    partition stayed at ``built`` and ``stamped``."""
+    from aiokafka import AIOKafkaProducer
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu.log")
+    await create_topics(bootstrap, {TOPIC: 3})
+    broker, _ = make_broker(bootstrap, service="restart-test", tracer_provider=None, registry=CollectorRegistry())
+    seen: list[str] = []
+
+    @subscriber(broker, TOPIC, group=GROUP)
+    async def on_failed(event: InvoiceStampFailed) -> None:
+        seen.append(event.invoice_id)
+
+    producer = None
+    try:
+        await broker.start()
+        await broker.publish(InvoiceStampFailed(invoice_id="inv_before", issuer_id="iss_1", message="x"), TOPIC)
+        assert await _until(lambda: seen == ["inv_before"], 60), seen
+        tansu.stop(5)
+        tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu-2.log")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+        await producer.start()
+        assert await producer.partitions_for(TOPIC) == {0, 1, 2, 3}  # auto-created by this client
+        for partition in (0, 3):
+            body = InvoiceStampFailed(invoice_id=f"inv_p{partition}", issuer_id="iss_1", message="x").model_dump_json().encode()
+            await producer.send_and_wait(TOPIC, body, partition=partition)
+        assert await _until(lambda: {"inv_p0", "inv_p3"} <= set(seen), 60), seen
+    finally:
+        if producer is not None:
+            await producer.stop()
+        await broker.stop()
+        tansu.stop(5)
