@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from timbra_shared import topics
@@ -50,17 +51,24 @@ async def _commit(bootstrap: str, offset: int) -> None:
         await consumer.stop()
 
 
-async def test_a_subscriber_resumes_from_the_start_of_a_broker_that_came_back_empty(tmp_path: Path) -> None:
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu.log")
-    await create_topics(bootstrap, {TOPIC: 1})
+def _recording_subscriber(bootstrap: str) -> tuple[KafkaBroker, list[str]]:
+    """A broker made as the services make theirs, with one subscriber that records what it reads."""
     broker, _ = make_broker(bootstrap, service="restart-test", tracer_provider=None, registry=CollectorRegistry())
     seen: list[str] = []
 
     @subscriber(broker, TOPIC, group=GROUP)
     async def on_failed(event: InvoiceStampFailed) -> None:
         seen.append(event.invoice_id)
+
+    return broker, seen
+
+
+async def test_a_subscriber_resumes_from_the_start_of_a_broker_that_came_back_empty(tmp_path: Path) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu.log")
+    await create_topics(bootstrap, {TOPIC: 1})
+    broker, seen = _recording_subscriber(bootstrap)
 
     watch = PastEndWatch(broker, interval=WATCH_INTERVAL)
     task = asyncio.create_task(watch.run_forever())
@@ -99,12 +107,7 @@ async def test_a_partition_the_broker_comes_back_with_is_consumed_too(tmp_path: 
     bootstrap = f"127.0.0.1:{port}"
     tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu.log")
     await create_topics(bootstrap, {TOPIC: 3})
-    broker, _ = make_broker(bootstrap, service="restart-test", tracer_provider=None, registry=CollectorRegistry())
-    seen: list[str] = []
-
-    @subscriber(broker, TOPIC, group=GROUP)
-    async def on_failed(event: InvoiceStampFailed) -> None:
-        seen.append(event.invoice_id)
+    broker, seen = _recording_subscriber(bootstrap)
 
     producer = None
     try:
