@@ -197,6 +197,8 @@ def fetch_wait_ms(topic_names: tuple[str, ...], background: bool | None = None) 
     if background is None:
         background = bool(topic_names) and all(name in topics.BACKGROUND_TOPICS for name in topic_names)
     return max(FETCH_WAIT_MS, BACKGROUND_FETCH_WAIT_MS) if background else FETCH_WAIT_MS
+
+
 # Consumers per single-topic subscriber in one process: each gets its share of the partitions and
 # processes them in order, so independent invoices overlap their MongoDB and broker round trips.
 CONSUMER_WORKERS = int(os.environ.get("TIMBRA_CONSUMER_WORKERS", "1"))
