@@ -1,8 +1,11 @@
 """Error types shared by services: coded problems for issuers, and the transient/permanent split
 that decides between a retry and the dead-letter topic."""
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 Source = Literal["timbra", "sat", "pac"]
 
@@ -41,3 +44,16 @@ class RetryLater(Exception):
 
 class PoisonMessage(Exception):
     """Permanent: the message can never be processed; it goes to the dead-letter topic."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure worth retrying as it is: a dependency (MongoDB, the broker) is briefly away."""
+    if isinstance(exc, RetryLater | ConnectionFailure | asyncio.TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, PyMongoError) and (
+        exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError")
+    ):
+        return True
+    if isinstance(exc, OperationFailure) and exc.code in {11600, 11602, 91, 189, 10107, 13435, 13436}:
+        return True
+    return type(exc).__module__.startswith("aiokafka")

@@ -25,10 +25,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import TypeAdapter, ValidationError
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from timbra_shared import topics
-from timbra_shared.errors import PoisonMessage, RetryLater
+from timbra_shared.errors import PoisonMessage, is_transient
 from timbra_shared.events import DeadLetter
 from timbra_shared.logging import get_logger
 from timbra_shared.telemetry import carrier_from_current, extract
@@ -37,18 +36,6 @@ log = get_logger(__name__)
 
 MAX_UNKNOWN_ATTEMPTS = 5
 PERMANENT = (ValidationError, PoisonMessage, json.JSONDecodeError, UnicodeDecodeError)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, RetryLater | ConnectionFailure | asyncio.TimeoutError | ConnectionError):
-        return True
-    if isinstance(exc, PyMongoError) and (
-        exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError")
-    ):
-        return True
-    if isinstance(exc, OperationFailure) and exc.code in {11600, 11602, 91, 189, 10107, 13435, 13436}:
-        return True
-    return type(exc).__module__.startswith("aiokafka")
 
 
 class DeadLetters:
@@ -91,7 +78,7 @@ class DeadLetters:
     async def on_failure(self, msg: Any, exc: Exception) -> None:
         topic, partition, offset = where = self._coordinates(msg)
         attempts = self.attempt(where)
-        transient = _is_transient(exc)
+        transient = is_transient(exc)
         if not transient and attempts >= MAX_UNKNOWN_ATTEMPTS:
             await self.send(msg, exc)
             return None
@@ -364,7 +351,7 @@ class BatchConsumer:
                 dead_letters.forget(_where(items[0][1]))
                 return
             except Exception as exc:
-                if _is_transient(exc):
+                if is_transient(exc):
                     await self._rewind(message, records, done, items[0][1], exc, dead_letters)
                     return
                 log.warning("consumer.batch_isolating", group=self.group, size=len(items), error=repr(exc)[:300])
@@ -381,7 +368,7 @@ class BatchConsumer:
             except PERMANENT as exc:
                 await dead_letters.send_record(record, exc)
             except Exception as exc:
-                if _is_transient(exc) or dead_letters.attempt(_where(record)) < MAX_UNKNOWN_ATTEMPTS:
+                if is_transient(exc) or dead_letters.attempt(_where(record)) < MAX_UNKNOWN_ATTEMPTS:
                     await self._rewind(message, records, done, record, exc, dead_letters)
                     return
                 await dead_letters.send_record(record, exc)
@@ -391,7 +378,7 @@ class BatchConsumer:
     async def _rewind(self, message: Any, records: list[Any], done: set[int], failed: Any, exc: Exception, dead_letters: DeadLetters) -> None:
         """Retry from ``failed`` after a back-off: commit what is done, seek back to what is not."""
         where = _where(failed)
-        transient = _is_transient(exc)
+        transient = is_transient(exc)
         attempts = dead_letters.attempt(where) if transient else dead_letters._attempts.get(where, 1)
         dead_letters.retries.labels(dead_letters.service, failed.topic, "transient" if transient else "error").inc()
         log.warning("consumer.retry", topic=failed.topic, partition=failed.partition, offset=failed.offset, attempt=attempts, group=self.group, error=repr(exc)[:500])

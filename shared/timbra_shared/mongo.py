@@ -3,6 +3,7 @@ outbox events in one transaction (ARCHITECTURE rule 2)."""
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,7 +14,9 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from timbra_shared.errors import is_transient
 from timbra_shared.ids import utcnow
+from timbra_shared.logging import get_logger
 from timbra_shared.outbox import KEEP_SENT, Outbox, outbox_document
 from timbra_shared.telemetry import attached, carrier_from_current
 
@@ -21,6 +24,8 @@ GROUP_MAX = 200
 GROUP_COMMIT = os.environ.get("TIMBRA_GROUP_COMMIT", "1") != "0"  # 0: one transaction per call (comparisons)
 
 T = TypeVar("T")
+
+log = get_logger(__name__)
 
 
 class Duplicate:
@@ -35,6 +40,23 @@ DUPLICATE = Duplicate()
 
 def make_client(url: str) -> AsyncMongoClient:
     return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000, appname="timbra")
+
+
+async def outlast_outage(write: Callable[[], Awaitable[T]], *, within_s: float, what: str) -> T:
+    """Run ``write``, retrying it through a MongoDB (or broker) outage of up to ``within_s`` seconds.
+    For the record of a side effect that cannot be undone, such as an email that has left: if the
+    record were lost, the redelivered event would repeat the side effect."""
+    deadline = time.monotonic() + within_s
+    delay = 0.2
+    while True:
+        try:
+            return await write()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("mongo.write_retried", what=what, error=repr(exc)[:200], retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class Transaction:

@@ -44,11 +44,14 @@ class FakeStore:
         self.keys: list[str | None] = []
         self.sessions: list[FakeSession] = []
         self.groups: list[int] = []  # units per transact_many / transact_grouped call
+        self.fail_next: list[BaseException] = []  # raised (in order) by the next transactions, before any work
 
     async def was_processed(self, dedupe: str) -> bool:
         return dedupe in self.processed
 
     async def transact(self, work, *, dedupe: str | None = None):  # noqa: ANN001, ANN201
+        if self.fail_next:
+            raise self.fail_next.pop(0)
         if dedupe is not None and dedupe in self.processed:
             return DUPLICATE
         tx = FakeTransaction()

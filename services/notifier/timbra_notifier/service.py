@@ -9,6 +9,7 @@ from email.utils import formataddr
 from typing import Any, Protocol
 
 from timbra_notifier.adapters.mailer import MailError, PermanentMailError, SmtpConfig, TransientMailError
+from timbra_notifier.adapters.repository import EMAIL_LEASE_S
 from timbra_notifier.domain import templates
 from timbra_notifier.domain.printed import CANCELADO, SIN_VALIDEZ, printed_context
 from timbra_notifier.domain.preview import preview_xml
@@ -17,7 +18,7 @@ from timbra_shared.events import InvoiceEmailed, InvoiceRendered, InvoiceRequest
 from timbra_shared.errors import RetryLater
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
-from timbra_shared.mongo import Store, Transaction
+from timbra_shared.mongo import Store, Transaction, outlast_outage
 
 log = get_logger(__name__)
 
@@ -233,21 +234,33 @@ class NotifierService:
         except TransientMailError as exc:
             await self._schedule_retry(event.invoice_id, event.issuer_id, event.summary, event.uuid, claim, str(exc), dedupe=dedupe)
             return
-        await self._finish(event.invoice_id, event.issuer_id, [r for r in recipients if r not in refused], message_id, None, dedupe=dedupe, refused=refused)
-        await self._follow_up(event.invoice_id, event.issuer_id, event.summary, event.uuid, refused)
+        await self._record_sent(event.invoice_id, event.issuer_id, event.summary, event.uuid, recipients, message_id, refused, dedupe=dedupe)
 
-    async def _follow_up(self, invoice_id: str, issuer_id: str, summary: InvoiceSummary, uuid: str, refused: dict[str, str]) -> None:
+    async def _record_sent(self, invoice_id: str, issuer_id: str, summary: InvoiceSummary, uuid: str, recipients: list[str], message_id: str,
+                           refused: dict[str, str], *, dedupe: str) -> None:
+        """The email has left: record it, and schedule the postponed recipients, in one transaction
+        that outlasts a MongoDB outage; a lost record would send the email again on redelivery."""
+        followup = self._followup(issuer_id, summary, uuid, refused)
+
+        async def record() -> None:
+            await self._finish(invoice_id, issuer_id, [r for r in recipients if r not in refused], message_id, None, dedupe=dedupe, refused=refused,
+                               followup=followup)
+
+        await outlast_outage(record, within_s=EMAIL_LEASE_S, what=f"email.sent:{invoice_id}")
+        if followup:
+            log.warning("email.followup_scheduled", invoice_id=invoice_id, recipients=len(followup["recipients"]), next_at=followup["next_at"].isoformat() if followup["next_at"] else None)
+
+    def _followup(self, issuer_id: str, summary: InvoiceSummary, uuid: str, refused: dict[str, str]) -> dict[str, Any] | None:
         """Recipients the server postponed while it accepted the others get their own retries
         (same Message-ID, same back-off and window as a whole delivery)."""
         later = postponed(refused)
         if not later:
-            return
+            return None
         now = utcnow()
         retry_at = next_attempt(now, 1, now, base_s=self.email_retry_base_s, window_s=self.email_retry_window_s, factor=2.0)
         context = {"issuer_id": issuer_id, "summary": summary.model_dump(mode="json"), "uuid": uuid}
-        await self.repo.schedule_followup(invoice_id, {"recipients": later, "next_at": retry_at, "attempts": 1, "first_at": now,
-                                                       "last_error": "; ".join(f"{r}: {refused[r]}" for r in later), "context": context})
-        log.warning("email.followup_scheduled", invoice_id=invoice_id, recipients=len(later), next_at=retry_at.isoformat() if retry_at else None)
+        return {"recipients": later, "next_at": retry_at, "attempts": 1, "first_at": now,
+                "last_error": "; ".join(f"{r}: {refused[r]}" for r in later), "context": context}
 
     async def retry_due_followups(self) -> int:
         """Try the postponed recipients whose retry is due (called by the background worker)."""
@@ -294,7 +307,7 @@ class NotifierService:
         await self.repo.schedule_followup(invoice_id, {**followup, "recipients": recipients, "delivered": delivered, "next_at": retry_at, "last_error": error})
 
     async def _finish(self, invoice_id: str, issuer_id: str, recipients: list[str], message_id: str | None, error: str | None, *,
-                      dedupe: str, mark: bool = True, refused: dict | None = None) -> None:
+                      dedupe: str, mark: bool = True, refused: dict | None = None, followup: dict[str, Any] | None = None) -> None:
         async def work(tx: Transaction) -> None:
             if mark:
                 fields: dict[str, Any] = {"message_id": message_id, "error": error, "next_at": None}
@@ -302,6 +315,8 @@ class NotifierService:
                     fields["refused"] = refused
                 if not await self.repo.mark_email(invoice_id, "sent" if message_id else "failed", session=tx.session, **fields):
                     return  # another attempt already finished this delivery
+                if followup:
+                    await self.repo.schedule_followup(invoice_id, followup, session=tx.session)
             tx.emit(InvoiceEmailed(invoice_id=invoice_id, issuer_id=issuer_id, recipients=recipients if message_id else [], message_id=message_id, skipped_reason=error))
 
         await self.store.transact(work, dedupe=dedupe)
@@ -342,8 +357,7 @@ class NotifierService:
             except TransientMailError as exc:
                 await self._schedule_retry(invoice_id, issuer_id, summary, uuid, claim, str(exc), dedupe=None)
             else:
-                await self._finish(invoice_id, issuer_id, [r for r in claim["recipients"] if r not in refused], message_id, None, dedupe=dedupe, refused=refused)
-                await self._follow_up(invoice_id, issuer_id, summary, uuid, refused)
+                await self._record_sent(invoice_id, issuer_id, summary, uuid, claim["recipients"], message_id, refused, dedupe=dedupe)
             done += 1
         return done
 
@@ -447,4 +461,7 @@ class NotifierService:
         async def work(tx: Transaction) -> None:
             await self.repo.mark_notification(event.event_id, "failed" if error else "sent", session=tx.session, error=error)
 
-        await self.store.transact(work, dedupe=dedupe)
+        async def record() -> None:
+            await self.store.transact(work, dedupe=dedupe)
+
+        await outlast_outage(record, within_s=EMAIL_LEASE_S, what=f"notification:{event.event_id}")

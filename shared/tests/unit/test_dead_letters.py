@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 
 from timbra_shared import messaging, topics
-from timbra_shared.errors import PoisonMessage, RetryLater
+from timbra_shared.errors import PoisonMessage, RetryLater, is_transient
 from timbra_shared.events import DeadLetter, InvoiceStampFailed
 from timbra_shared.messaging import MAX_UNKNOWN_ATTEMPTS, DeadLetters, make_broker, subscriber
 
@@ -230,15 +230,15 @@ def _labelled(label: str) -> PyMongoError:
     ids=lambda e: type(e).__name__,
 )
 def test_transient_classification(exc):
-    assert messaging._is_transient(exc)
+    assert is_transient(exc)
 
 
 def test_aiokafka_errors_are_transient():
     from aiokafka.errors import KafkaConnectionError
 
-    assert messaging._is_transient(KafkaConnectionError("down"))
+    assert is_transient(KafkaConnectionError("down"))
 
 
 @pytest.mark.parametrize("exc", [KeyError("x"), ValueError("x"), OperationFailure("bad", code=2), PyMongoError("x")], ids=lambda e: type(e).__name__)
 def test_bugs_are_not_transient(exc):
-    assert not messaging._is_transient(exc)
+    assert not is_transient(exc)

@@ -31,6 +31,7 @@ class FakeDocumentRepository:
         self.requests: dict[str, dict[str, Any]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
         self.notifications: dict[str, dict[str, Any]] = {}
+        self.followup_sessions: list[Any] = []
 
     async def get(self, invoice_id: str, issuer_id: str | None = None) -> dict[str, Any] | None:
         doc = self.documents.get(invoice_id)
@@ -79,7 +80,8 @@ class FakeDocumentRepository:
         self.emails[invoice_id].update(state=state, **fields)
         return True
 
-    async def schedule_followup(self, invoice_id: str, followup: dict[str, Any]) -> None:
+    async def schedule_followup(self, invoice_id: str, followup: dict[str, Any], session: Any = None) -> None:
+        self.followup_sessions.append(session)
         self.emails[invoice_id]["followup"] = {**copy.deepcopy(followup), "state": "retry"}
 
     async def due_followup(self, now: datetime, *, lease_s: float = 120.0) -> dict[str, Any] | None:

@@ -5,9 +5,10 @@ from decimal import Decimal
 
 import pytest
 from lxml import etree
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from timbra_shared import topics
-from timbra_shared.events import InvoiceEmailed, InvoiceRendered, InvoiceStamped, InvoiceSummary
+from timbra_shared.events import InvoiceEmailed, InvoiceRendered, InvoiceStamped, InvoiceSummary, NotificationRequested
 
 NS_TFD = "{http://www.sat.gob.mx/TimbreFiscalDigital}TimbreFiscalDigital"
 
@@ -166,6 +167,25 @@ async def test_recipients_are_deduplicated_and_capped(notifier, fakes, stamped_x
     assert len(to) == 10 and to[0] == "a@x.mx" and len(set(to)) == 10
 
 
+async def test_a_sent_email_is_recorded_through_a_mongodb_outage_and_not_sent_again(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml)
+    fakes.store.fail_next = [AutoReconnect("mongod is down"), ServerSelectionTimeoutError("no servers")]
+    await notifier.email(rendered)
+    assert fakes.store.fail_next == []  # both failed records were retried
+    assert fakes.repo.emails["inv_1"]["state"] == "sent"
+    await notifier.email(rendered)  # the redelivery after the outage
+    assert len(fakes.mailer.sent) == 1
+    assert len([e for e in fakes.store.emitted if isinstance(e, InvoiceEmailed)]) == 1
+
+
+async def test_a_failure_that_is_not_an_outage_is_not_retried_after_sending(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml)
+    fakes.store.fail_next = [ValueError("a bug"), AutoReconnect("not reached")]
+    with pytest.raises(ValueError):
+        await notifier.email(rendered)
+    assert len(fakes.store.fail_next) == 1 and fakes.repo.emails["inv_1"]["state"] == "sending"
+
+
 async def test_an_email_already_sent_is_not_sent_again(notifier, fakes, stamped_xml):
     rendered = await _render_then(notifier, fakes, stamped_xml)
     fakes.repo.emails["inv_1"] = {"_id": "inv_1", "state": "sent", "attempts": 1}
@@ -184,6 +204,8 @@ async def test_recipients_postponed_while_others_were_accepted_get_their_own_ret
     assert emailed.recipients == ["pagos@ure.mx"]  # the invoice counts as emailed to whom it reached
     followup = fakes.repo.emails["inv_1"]["followup"]
     assert followup["state"] == "retry" and followup["recipients"] == ["conta@ure.mx"]  # 5xx is not retried
+    (mark,) = fakes.repo.marks
+    assert fakes.repo.followup_sessions == [mark["session"]]  # scheduled in the transaction that records the send
     assert 20 < (followup["next_at"] - datetime.now(UTC)).total_seconds() <= 30
     assert await notifier.retry_due_followups() == 0  # not due yet
 
@@ -228,3 +250,16 @@ async def test_a_send_with_only_permanent_refusals_schedules_nothing(notifier, f
     await notifier.email(rendered)
     assert "followup" not in fakes.repo.emails["inv_1"]
     assert fakes.repo.emails["inv_1"]["refused"] == {"malo@ure.mx": "550 5.1.1 no such user"}
+
+
+# --------------------------------------------------------------------------- platform notifications
+
+
+async def test_a_platform_notification_is_sent_once_and_recorded_through_a_mongodb_outage(notifier, fakes):
+    event = NotificationRequested(issuer_id="iss_1", kind="csd.expiring", to=["emisor@eku.mx"], subject="Tu CSD vence pronto", body="Renueva tu CSD.")
+    fakes.store.fail_next = [AutoReconnect("mongod is down")]
+    await notifier.notify(event)
+    await notifier.notify(event)  # redelivered
+    (message,) = fakes.mailer.sent
+    assert message["To"] == "emisor@eku.mx" and message["Message-ID"] == f"<{event.event_id}@timbra.local>"
+    assert fakes.repo.notifications[event.event_id]["state"] == "sent"

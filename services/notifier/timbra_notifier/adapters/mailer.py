@@ -90,6 +90,14 @@ def classify(exc: BaseException, password: str | None) -> MailError:
     return TransientMailError(f"No se pudo entregar el correo por ahora: {reply}")
 
 
+def _quit_quietly(client: smtplib.SMTP) -> None:
+    """The server has taken the message: a failed goodbye must not turn it into a retry (a second email)."""
+    try:
+        client.quit()
+    except Exception:  # noqa: BLE001
+        client.close()
+
+
 class SmtpMailer:
     """``send(message, config)``; ``config`` defaults to the platform sender."""
 
@@ -103,15 +111,19 @@ class SmtpMailer:
                 client: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=self.tls_context())
             else:
                 client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
-            with client:
-                if cfg.security == "starttls":
-                    client.starttls(context=self.tls_context())
-                if cfg.username:
-                    client.login(cfg.username, cfg.password or "")
-                refused = client.send_message(message)
-                return {rcpt: f"{c} {e.decode(errors='replace') if isinstance(e, bytes) else e}" for rcpt, (c, e) in (refused or {}).items()}
         except Exception as exc:  # noqa: BLE001 - every failure is classified, with the password scrubbed
             raise classify(exc, cfg.password) from None
+        try:
+            if cfg.security == "starttls":
+                client.starttls(context=self.tls_context())
+            if cfg.username:
+                client.login(cfg.username, cfg.password or "")
+            refused = client.send_message(message)
+        except Exception as exc:  # noqa: BLE001
+            client.close()
+            raise classify(exc, cfg.password) from None
+        _quit_quietly(client)
+        return {rcpt: f"{c} {e.decode(errors='replace') if isinstance(e, bytes) else e}" for rcpt, (c, e) in (refused or {}).items()}
 
     async def send(self, message: EmailMessage, config: SmtpConfig | None = None) -> dict:
         """Deliver ``message``; returns the recipients the server refused (when others were accepted)."""

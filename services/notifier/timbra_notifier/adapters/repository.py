@@ -11,6 +11,9 @@ from pymongo.errors import DuplicateKeyError
 
 from timbra_shared.ids import utcnow
 
+#: how long an attempt owns a delivery; also how long it keeps trying to record a sent email
+EMAIL_LEASE_S = 120.0
+
 
 class DocumentRepository:
     def __init__(self, db: AsyncDatabase) -> None:
@@ -53,7 +56,7 @@ class DocumentRepository:
 
     # ------------------------------------------------------------------ email deliveries
 
-    async def claim_email(self, invoice_id: str, recipients: list[str], *, lease_s: float = 120.0) -> dict[str, Any] | None:
+    async def claim_email(self, invoice_id: str, recipients: list[str], *, lease_s: float = EMAIL_LEASE_S) -> dict[str, Any] | None:
         """Claim the delivery; None when it was already sent or failed for good (one email per
         invoice), or when another attempt holds the lease."""
         now = utcnow()
@@ -83,7 +86,7 @@ class DocumentRepository:
         """One delivery whose retry is due, leased to this caller."""
         return await self.emails.find_one_and_update(
             {"state": "retry", "next_at": {"$lte": now}},
-            {"$set": {"state": "sending", "lease_until": now.timestamp() + 120, "claimed_at": now}, "$inc": {"attempts": 1}},
+            {"$set": {"state": "sending", "lease_until": now.timestamp() + EMAIL_LEASE_S, "claimed_at": now}, "$inc": {"attempts": 1}},
             return_document=ReturnDocument.AFTER,
         )
 
@@ -95,10 +98,10 @@ class DocumentRepository:
         )
         return result.modified_count == 1
 
-    async def schedule_followup(self, invoice_id: str, followup: dict[str, Any]) -> None:
+    async def schedule_followup(self, invoice_id: str, followup: dict[str, Any], session: AsyncClientSession | None = None) -> None:
         """The recipients a server postponed (4xx) while it accepted others: delivered on their own
         schedule (``followup``: state, recipients, next_at, attempts, first_at, last_error, context)."""
-        await self.emails.update_one({"_id": invoice_id}, {"$set": {"followup": {**followup, "state": "retry", "lease_until": None}}})
+        await self.emails.update_one({"_id": invoice_id}, {"$set": {"followup": {**followup, "state": "retry", "lease_until": None}}}, session=session)
 
     async def due_followup(self, now: datetime, *, lease_s: float = 120.0) -> dict[str, Any] | None:
         """One follow-up delivery that is due (or whose sender died holding it), leased to this caller."""
