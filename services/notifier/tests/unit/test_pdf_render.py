@@ -140,3 +140,47 @@ def test_the_print_ua_stylesheet_looks_exactly_like_weasyprints_html5_sheet(rend
         ours, weasyprints = raster(renderer.render(context), 70), raster(full_ua.render(context), 70)
         assert ours.size == weasyprints.size
         assert ImageChops.difference(ours, weasyprints).getbbox() is None
+
+
+def fonts_of(pdf: bytes) -> set[str]:
+    out = subprocess.run(["pdffonts", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+    return {line.split()[0] for line in out.splitlines()[2:] if line.strip()}
+
+
+def test_the_seals_are_drawn_with_pdfs_courier_where_weasyprint_would_have_put_them(renderer, stamped_xml):
+    """The overlay path is taken (an update of weasyprint that broke it would fall back silently)
+    and it changes nothing but the seal block: the rest of the page is pixel-identical, and the
+    seal ink covers the same rows and columns within a pixel or two."""
+    from PIL import ImageChops
+
+    context = printed_context(stamped_xml)
+    ours, classic = renderer.render(context), WeasyprintRenderer(seal_overlay=False).render(context)  # seals as text
+    assert "Courier" in fonts_of(ours) and "Courier" not in fonts_of(classic)
+    a, b = raster(ours, 100), raster(classic, 100)
+    assert a.size == b.size
+    changed = ImageChops.difference(a, b).getbbox()
+    assert changed is not None  # the glyphs differ a little (Courier as the viewer has it)
+    ink_a = ImageChops.invert(a.crop(changed).convert("L")).getbbox()
+    ink_b = ImageChops.invert(b.crop(changed).convert("L")).getbbox()
+    assert all(abs(p - q) <= 3 for p, q in zip(ink_a, ink_b, strict=True)), (ink_a, ink_b)
+    width, height = a.size
+    assert changed[0] > width * 0.15 and changed[1] > height * 0.3  # beside the QR, below the totals
+    assert changed[3] - changed[1] < height * 0.15
+
+
+def test_the_overlay_lands_on_the_last_page_of_a_long_invoice(renderer):
+    context = printed_context(long_invoice(30))
+    pdf = renderer.render(context)
+    pages = pages_of(pdf)
+    assert pages >= 2 and "Courier" in fonts_of(pdf)
+    last = "".join(text_of(pdf, "-f", str(pages), "-l", str(pages)).split())
+    assert context["c"]["Sello"] in last and context["tfd"]["SelloSAT"] in last
+    assert context["c"]["Sello"][:40] not in "".join(text_of(pdf, "-f", "1", "-l", str(pages - 1)).split())
+
+
+def test_seals_courier_cannot_print_are_laid_out_as_text(renderer, stamped_xml):
+    context = printed_context(stamped_xml)
+    context["seal_block"] = [*context["seal_block"][:-1], context["seal_block"][-1] + "≠"]  # outside WinAnsi
+    pdf = renderer.render(context)
+    assert "Courier" not in fonts_of(pdf)
+    assert "≠" in text_of(pdf)

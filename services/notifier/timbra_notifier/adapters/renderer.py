@@ -5,18 +5,26 @@ What makes it fast (see docs/notifier.md, "Performance", and bench/bench_pdf.py)
   and one ``FontConfiguration`` shared by every render);
 - the layout uses no flexbox, fixed-layout tables and simple class selectors;
 - one font family (DejaVu: sans in two weights, mono for the seals);
-- the seals arrive pre-split into fixed lines (``white-space: pre``), so no line breaking runs on
-  base64; the QR is a small 1-bit PNG drawn without interpolation, not an SVG of hundreds of paths;
+- the seals (1,100 characters of base64 and the TFD cadena) are not laid out by weasyprint at all:
+  the page keeps an empty box of their height, and :class:`SealOverlay` writes their fixed lines
+  into it with PDF's built-in Courier, one text operator per line (no shaping, no glyph-by-glyph
+  drawing, no font to embed); the QR is a small 1-bit PNG drawn without interpolation;
 - fonts are subset natively by HarfBuzz (Debian's libharfbuzz-subset0, installed by ``make install``);
 - the user-agent stylesheet is ``print_ua.css``, the few HTML5 rules the template needs, instead of
   weasyprint's whole HTML5 sheet that every element is matched against.
 """
 
 import threading
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import jinja2
+
+SEAL_FONT_PT = 5.6  # .seal in invoice.css
+SEAL_LINE_HEIGHT = 1.2
+COURIER_ASCENT, COURIER_DESCENT = 0.629, 0.157  # Adobe's Courier metrics, per em
+SEAL_FONT = "TimbraSealCourier"
 
 
 def _read(name: str) -> str:
@@ -24,7 +32,7 @@ def _read(name: str) -> str:
 
 
 class WeasyprintRenderer:
-    def __init__(self) -> None:
+    def __init__(self, *, seal_overlay: bool = True) -> None:
         import weasyprint  # heavy import: only in processes that render
         from weasyprint.text.fonts import FontConfiguration
 
@@ -40,13 +48,107 @@ class WeasyprintRenderer:
                 return ua
 
         self._html = PrintedHTML
+        self.seal_overlay = seal_overlay  # False: weasyprint lays the seals out as text (comparisons)
         self._lock = threading.Lock()  # one render at a time per process: weasyprint's caches are not thread-safe
 
     def html(self, context: dict[str, Any]) -> str:
         return self._template.render(**context)
 
     def render(self, context: dict[str, Any]) -> bytes:
-        html = self.html(context)
+        block = context.get("seal_block") or []
+        if self.seal_overlay and block and _courier_can_print(block):
+            pdf = self._render_with_overlay(context, block)
+            if pdf is not None:
+                return pdf
+        html = self.html(context)  # the seals laid out as text by weasyprint (slower, same content)
         with self._lock:
-            document = self._html(string=html)
-            return document.write_pdf(stylesheets=[self._css], font_config=self._fonts)
+            return self._html(string=html).write_pdf(stylesheets=[self._css], font_config=self._fonts)
+
+    def _render_with_overlay(self, context: dict[str, Any], block: list[str]) -> bytes | None:
+        html = self.html({**context, "seal_slot": round(len(block) * SEAL_FONT_PT * SEAL_LINE_HEIGHT, 3)})
+        with self._lock:
+            document = self._html(string=html).render(stylesheets=[self._css], font_config=self._fonts)
+            slot = find_seal_slot(document)
+            if slot is None:
+                return None
+            overlay = SealOverlay(slot, block)
+            pdf = document.write_pdf(finisher=overlay)
+            return pdf if overlay.drawn else None
+
+
+@dataclass(frozen=True)
+class SealSlot:
+    page: int
+    x_pt: float  # from the page's left edge
+    y_pt: float  # from the page's top edge
+
+
+def find_seal_slot(document: Any) -> SealSlot | None:
+    """Where the layout put the empty seal box (#seal-slot): page and top-left corner in points."""
+    for number, page in enumerate(document.pages):
+        for box in page._page_box.descendants():
+            element = getattr(box, "element", None)
+            if element is not None and element.get("id") == "seal-slot" and getattr(box, "element_tag", "div") == "div":
+                return SealSlot(number, box.content_box_x() * 0.75, box.content_box_y() * 0.75)
+    return None
+
+
+def _courier_can_print(lines: list[str]) -> bool:
+    try:
+        "".join(lines).encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _pdf_string(text: str) -> bytes:
+    raw = text.encode("cp1252")
+    return b"(" + raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
+
+
+class SealOverlay:
+    """A weasyprint finisher: draws the seal lines into the slot's page with the standard Courier
+    font (PDF's base 14, WinAnsi encoding: nothing embedded). ``drawn`` stays False when the PDF
+    does not have the shape this expects (another weasyprint), and the caller renders the seals
+    as text instead."""
+
+    def __init__(self, slot: SealSlot, lines: list[str]) -> None:
+        self.slot = slot
+        self.lines = lines
+        self.drawn = False
+
+    def __call__(self, document: Any, pdf: Any) -> None:
+        import pydyf
+
+        kids = pdf.pages["Kids"]
+        page = pdf.objects[kids[3 * self.slot.page]]
+        stream = _resolve(pdf, page["Contents"])
+        fonts = _resolve(pdf, _resolve(pdf, page["Resources"])["Font"])
+        if not isinstance(stream, pydyf.Stream) or not isinstance(fonts, pydyf.Dictionary):
+            return
+        courier = pydyf.Dictionary({"Type": "/Font", "Subtype": "/Type1", "BaseFont": "/Courier", "Encoding": "/WinAnsiEncoding"})
+        pdf.add_object(courier)
+        fonts[SEAL_FONT] = courier.reference
+        media_box = page["MediaBox"]
+        height = float(media_box[3]) - float(media_box[1])
+        leading = SEAL_FONT_PT * SEAL_LINE_HEIGHT
+        half_leading = (leading - (COURIER_ASCENT + COURIER_DESCENT) * SEAL_FONT_PT) / 2
+        first_baseline = height - self.slot.y_pt - half_leading - COURIER_ASCENT * SEAL_FONT_PT
+        # weasyprint leaves its page stream y-flipped; undo that, then one text object for the block
+        ops = [b"q", f"1 0 0 -1 0 {height:.3f} cm".encode(), b"0.133 0.133 0.133 rg", b"BT", f"/{SEAL_FONT} {SEAL_FONT_PT} Tf".encode(),
+               f"{leading:.3f} TL".encode(), f"{self.slot.x_pt:.3f} {first_baseline:.3f} Td".encode()]
+        for index, line in enumerate(self.lines):
+            ops.append(_pdf_string(line) + (b" Tj" if index == 0 else b" '"))
+        ops += [b"ET", b"Q"]
+        stream.stream.extend(ops)
+        self.drawn = True
+
+
+def _resolve(pdf: Any, value: Any) -> Any:
+    """A pydyf reference (b"12 0 R") to its object; anything else as it is."""
+    if isinstance(value, bytes | str):
+        text = value.decode() if isinstance(value, bytes) else value
+        parts = text.split()
+        if len(parts) == 3 and parts[2] == "R" and parts[0].isdigit():
+            return pdf.objects[int(parts[0])]
+    return value

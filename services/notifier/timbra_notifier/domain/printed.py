@@ -189,6 +189,11 @@ def printed_context(
         "sello_lines": seal_lines(c.get("Sello", "")),
         "sello_sat_lines": seal_lines(tfd.get("SelloSAT", "")),
         "cadena_lines": seal_lines(cadena_tfd),
+        "seal_block": [
+            "Sello digital del CFDI:", *seal_lines(c.get("Sello", "")),
+            "Sello digital del SAT:", *seal_lines(tfd.get("SelloSAT", "")),
+            "Cadena original del complemento de certificación digital del SAT:", *seal_lines(cadena_tfd),
+        ],
         "qr": qr,
         "verification_url": url,
         "tipo_nombre": TIPOS.get(c.get("TipoDeComprobante", ""), "CFDI"),
