@@ -71,7 +71,9 @@ def test_printed_context_of_a_stamped_cfdi(stamped_xml):
     assert context["cadena_tfd"].startswith(f"||1.1|{context['tfd']['UUID']}|")
     assert context["qr"].startswith("data:image/png;base64,")
     assert context["verification_url"].startswith(VERIFY_URL + "?id=" + context["tfd"]["UUID"])
-    assert "".join(context["sello_lines"]) == root.attrib["Sello"] and all(len(line) <= 120 for line in context["sello_lines"])
+    block = context["seal_block"]
+    sello = block[1:block.index("Sello digital del SAT:")]
+    assert "".join(sello) == root.attrib["Sello"] and all(len(line) <= 120 for line in block[1:])
     assert context["watermark"] is None
 
 

@@ -186,9 +186,6 @@ def printed_context(
         "pagos": pagos,
         "tfd": tfd,
         "cadena_tfd": cadena_tfd,
-        "sello_lines": seal_lines(c.get("Sello", "")),
-        "sello_sat_lines": seal_lines(tfd.get("SelloSAT", "")),
-        "cadena_lines": seal_lines(cadena_tfd),
         "seal_block": [
             "Sello digital del CFDI:", *seal_lines(c.get("Sello", "")),
             "Sello digital del SAT:", *seal_lines(tfd.get("SelloSAT", "")),
