@@ -10,7 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from timbra_shared.errors import ApiError
 from timbra_shared.logging import get_logger
@@ -98,6 +100,38 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"ok": False, "message": "Error interno; intenta de nuevo.", "code": "internal_error", "errors": []}, status_code=500)
 
 
+class TraceRequests:
+    """A server span per request (continuing the caller's trace) and its id in ``x-trace-id``.
+    Plain ASGI: Starlette's ``@app.middleware("http")`` costs a task and a stream per request."""
+
+    def __init__(self, app: ASGIApp, *, service: str, tracer: trace.Tracer) -> None:
+        self.app = app
+        self.service = service
+        self.tracer = tracer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in ("/healthz", "/metrics"):
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        with self.tracer.start_as_current_span(
+            f"{method} {path}",
+            context=extract(Headers(scope=scope)),
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.method": method, "http.target": path, "service": self.service},
+        ) as span:
+            trace_id = format(span.get_span_context().trace_id, "032x").encode()
+
+            async def send_with_trace_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.status_code", message["status"])
+                    message = {**message, "headers": [*message.get("headers", ()), (b"x-trace-id", trace_id)]}
+                await send(message)
+
+            await self.app(scope, receive, send_with_trace_id)
+
+
 def create_app(
     *,
     service: str,
@@ -114,20 +148,7 @@ def create_app(
     install_error_handlers(app)
     http_tracer = tracer("timbra.http")
 
-    @app.middleware("http")
-    async def _trace(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        if request.url.path in ("/healthz", "/metrics"):
-            return await call_next(request)
-        with http_tracer.start_as_current_span(
-            f"{request.method} {request.url.path}",
-            context=extract(request.headers),
-            kind=trace.SpanKind.SERVER,
-            attributes={"http.method": request.method, "http.target": request.url.path, "service": service},
-        ) as span:
-            response = await call_next(request)
-            span.set_attribute("http.status_code", response.status_code)
-            response.headers["x-trace-id"] = format(span.get_span_context().trace_id, "032x")
-            return response
+    app.add_middleware(TraceRequests, service=service, tracer=http_tracer)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

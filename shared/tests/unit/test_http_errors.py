@@ -232,3 +232,10 @@ def test_validation_problems_survive_templates_without_context():
     (problem,) = validation_problems([{"type": "greater_than", "loc": ("body", "quantity"), "msg": "x"}])
     assert problem["path"] == "quantity"
     assert problem["message"].startswith("quantity: Debe ser mayor que")
+
+
+async def test_a_request_continues_the_callers_trace(client):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = await client.get("/v1/invoices", headers={**_auth(), "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert response.status_code == 200
+    assert response.headers["x-trace-id"] == trace_id
