@@ -14,10 +14,13 @@ auto-layout table, seals broken into <div>s by a Jinja filter, the QR as an SVG 
 ``timbra_notifier.adapters.renderer.WeasyprintRenderer`` with ``printed_context``; "Timbra, HTML5
 UA" is the same with weasyprint's whole HTML5 user-agent sheet instead of ``print_ua.css``;
 "Timbra, seals as text" lets weasyprint lay the seals out instead of drawing them with PDF's
-Courier into an empty box (``SealOverlay``).
+Courier into an empty box (``SealOverlay``); "Timbra, HTML5 parser" reads the template's output
+with weasyprint's HTML5 parser instead of expat.
 
 It also renders a long invoice (--long concepts, 0 to skip) once with Timbra's renderer and prints
-its page count and time. The last line is ``pdf_render_median_ms=<Timbra's CPU median>``.
+its page count and time. Then Timbra's renderer renders the one-page invoice --renders times back
+to back, as in the notifier's process. The last line is ``pdf_render_median_ms=<Timbra's CPU
+median, interleaved> pdf_render_alone_median_ms=<the same, back to back>``.
 """
 
 import argparse
@@ -116,8 +119,8 @@ class NaiveRenderer:
 
 
 class TimbraRenderer:
-    def __init__(self, *, html5_ua: bool = False, seal_overlay: bool = True) -> None:
-        self.renderer = WeasyprintRenderer(seal_overlay=seal_overlay)
+    def __init__(self, *, html5_ua: bool = False, seal_overlay: bool = True, xhtml: bool = True) -> None:
+        self.renderer = WeasyprintRenderer(seal_overlay=seal_overlay, xhtml=xhtml)
         if html5_ua:  # weasyprint's whole HTML5 user-agent sheet instead of print_ua.css
             import weasyprint
 
@@ -147,7 +150,8 @@ def main() -> None:
 
     xml = stamped_invoice(args.concepts)
     contenders = {"naive weasyprint": NaiveRenderer(), "Timbra, HTML5 UA": TimbraRenderer(html5_ua=True),
-                  "Timbra, seals as text": TimbraRenderer(seal_overlay=False), "Timbra renderer": TimbraRenderer()}
+                  "Timbra, seals as text": TimbraRenderer(seal_overlay=False), "Timbra, HTML5 parser": TimbraRenderer(xhtml=False),
+                  "Timbra renderer": TimbraRenderer()}
     for renderer in contenders.values():  # warm: imports, fonts, caches
         for _ in range(3):
             renderer.render(xml)
@@ -169,7 +173,13 @@ def main() -> None:
     print(f"ratio naive/Timbra: CPU {statistics.median(cpus[naive]) / statistics.median(cpus[timbra]):.1f}x, "
           f"wall {statistics.median(walls[naive]) / statistics.median(walls[timbra]):.1f}x; "
           f"print_ua.css/HTML5 UA sheet: CPU {statistics.median(cpus[timbra]) / statistics.median(cpus['Timbra, HTML5 UA']):.2f}x; "
-          f"Courier overlay/seals as text: CPU {statistics.median(cpus[timbra]) / statistics.median(cpus['Timbra, seals as text']):.2f}x")
+          f"Courier overlay/seals as text: CPU {statistics.median(cpus[timbra]) / statistics.median(cpus['Timbra, seals as text']):.2f}x; "
+          f"expat/HTML5 parser: CPU {statistics.median(cpus[timbra]) / statistics.median(cpus['Timbra, HTML5 parser']):.2f}x")
+
+    # the notifier's process renders only with Timbra's renderer: the same renders back to back,
+    # without the other contenders' allocations in between
+    alone = [_timed(contenders[timbra].render, xml)[1] for _ in range(args.renders)]
+    print(f"Timbra renderer alone, {args.renders} renders back to back: CPU median {statistics.median(alone):.1f} ms, p90 {_p90(alone):.1f} ms")
 
     if args.long:
         long_xml = stamped_invoice(args.long)
@@ -177,7 +187,7 @@ def main() -> None:
         info = subprocess.run(["pdfinfo", "-"], input=pdf, capture_output=True, text=False).stdout.decode() if shutil.which("pdfinfo") else ""
         pages = next((line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")), "?")
         print(f"long invoice ({args.long} concepts): {pages} pages, CPU {cpu:.0f} ms, wall {wall:.0f} ms")
-    print(f"pdf_render_median_ms={statistics.median(cpus[timbra]):.1f}")
+    print(f"pdf_render_median_ms={statistics.median(cpus[timbra]):.1f} pdf_render_alone_median_ms={statistics.median(alone):.1f}")
 
 
 if __name__ == "__main__":

@@ -184,3 +184,55 @@ def test_seals_courier_cannot_print_are_laid_out_as_text(renderer, stamped_xml):
     pdf = renderer.render(context)
     assert "Courier" not in fonts_of(pdf)
     assert "≠" in text_of(pdf)
+
+
+def _every_branch_of_the_template(stamped_xml: bytes) -> list[dict]:
+    """Contexts that between them take every branch of invoice.html (logos, marks, notes with
+    markup characters, a long table, Pagos 2.0 with its own table, CFDI relacionados)."""
+    import base64
+
+    from PIL import Image
+
+    from timbra_shared.cfdi import Comprobante, DoctoRelacionado, Emisor, Pago, Pagos, Receptor, TrasladoDR, build, to_xml
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (255, 0, 0)).save(buffer, "PNG")
+    logo = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    pagos = Comprobante(
+        Emisor=Emisor(Rfc="EKU9003173C9", Nombre="ESCUELA KEMPER URGATE", RegimenFiscal="601"),
+        Receptor=Receptor(Rfc="URE180429TM6", Nombre="UNIVERSIDAD ROBOTICA ESPAÑOLA", DomicilioFiscalReceptor="86991", RegimenFiscalReceptor="601", UsoCFDI="CP01"),
+        LugarExpedicion="42501", TipoDeComprobante="P", Moneda="XXX",
+        Pagos=Pagos(Pago=[Pago(FechaPago="2025-01-10T12:00:00", FormaDePagoP="03", MonedaP="MXN", TipoCambioP="1", DoctoRelacionado=[
+            DoctoRelacionado(IdDocumento="5FB2822E-396D-4725-8521-CDC4BDD20CCF", MonedaDR="MXN", NumParcialidad=1, ImpSaldoAnt="1305.00", ImpPagado="1000.00",
+                             Serie="F", Folio="1", TrasladosDR=[TrasladoDR(BaseDR="862.068966", TasaOCuotaDR="0.160000")]),
+        ])]),
+    )
+    return [
+        printed_context(long_invoice(12), logo=logo, logo_placement="left", watermark=CANCELADO),
+        printed_context(stamped_xml, logo=logo, logo_placement="center", notes="Entrega en almacén <b>&amp;</b> \"pago\"\nPago a 30 días"),
+        printed_context(stamped_xml, logo=logo, logo_placement="right", watermark=SIN_VALIDEZ),
+        printed_context(to_xml(build(pagos))),
+    ]
+
+
+def test_the_xhtml_parse_gives_the_same_pages_as_the_html5_parser(renderer, stamped_xml, monkeypatch):
+    import weasyprint
+    from PIL import ImageChops
+
+    html5 = WeasyprintRenderer(xhtml=False)
+    parsed: list[int] = []
+    real_parse = weasyprint.tinyhtml5.parse
+
+    def counting_parse(source, **options):  # noqa: ANN001, ANN202
+        parsed.append(len(source.getvalue() if hasattr(source, "getvalue") else source))
+        return real_parse(source, **options)
+
+    monkeypatch.setattr(weasyprint.tinyhtml5, "parse", counting_parse)
+    for context in _every_branch_of_the_template(stamped_xml):
+        parsed.clear()
+        ours = renderer.render(context)
+        assert all(size < 100 for size in parsed), parsed  # only the placeholder went through the HTML5 parser
+        theirs = html5.render(context)
+        assert max(parsed) > 1000  # the comparison did parse the whole page as HTML5
+        a, b = raster(ours, 70), raster(theirs, 70)
+        assert a.size == b.size and ImageChops.difference(a, b).getbbox() is None
