@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_pdf.py [--renders 30] [--concepts 1] [--long 200]
 
 Both render the same stamped CFDI (built with the CFDI core, sealed with a test CSD, stamped with a
-test PAC certificate) in a warm process (3 untimed renders first), alternating naive and Timbra
-render by render so that both see the same machine load. For each it prints the median and p90 of
+test PAC certificate) in a warm process (3 untimed renders first), alternating the contenders
+render by render (in an order that rotates every round) so that all see the same machine load. For each it prints the median and p90 of
 wall-clock time and of process CPU time per render, and the ratio. On a shared, busy machine the
 wall figure includes time spent waiting for a core; the CPU figure is the renderer's own work.
 
@@ -158,9 +158,12 @@ def main() -> None:
     walls: dict[str, list[float]] = {name: [] for name in contenders}
     cpus: dict[str, list[float]] = {name: [] for name in contenders}
     sizes: dict[str, int] = {}
-    for _ in range(args.renders):
-        for name, renderer in contenders.items():
-            wall, cpu, pdf = _timed(renderer.render, xml)
+    names = list(contenders)
+    for round_ in range(args.renders):
+        # the order rotates every round: the render after another one's garbage pays for its
+        # collection, and no contender should always be in that place
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            wall, cpu, pdf = _timed(contenders[name].render, xml)
             walls[name].append(wall)
             cpus[name].append(cpu)
             sizes[name] = len(pdf)
