@@ -1,7 +1,10 @@
 """Stamping benchmark: throughput of funded -> stamped with the real broker, the real mongod, the
 stamping service and the sandbox PAC (fast mode: no per-invoice XSD check) on loopback.
 
-    .venv/bin/python bench/bench_stamping.py [--count 3000] [--workers 32] [--consumers 1] [--no-rules]
+    .venv/bin/python bench/bench_stamping.py [--count 3000] [--workers 32] [--consumers 1] [--instances 1] [--no-rules]
+
+``--instances N`` runs N stamping processes in one consumer group (partitions are the unit of
+parallelism); their CPU is added up.
 
 It starts its own platform (mongod, tansu, sandbox PAC, stamping; nothing else) on free ports in
 a temporary folder, seals ``--count`` distinct CFDIs once (Folio varies; a generated CSD), publishes
@@ -112,15 +115,16 @@ async def run(args: argparse.Namespace) -> None:
         "TIMBRA_LOG_LEVEL": "WARNING",
     }
     with tempfile.TemporaryDirectory(prefix="timbra-bench-stamping-") as folder:
-        config = PlatformConfig.for_tests(folder, partitions=args.partitions, processes=["sandbox-pac", "stamping"], extra_env=env)
+        config = PlatformConfig.for_tests(folder, partitions=args.partitions, processes=["sandbox-pac", "stamping"], extra_env=env,
+                                          instances={"stamping": args.instances})
         async with Platform(config) as platform:
             mongo = make_client(platform.mongodb_url)
             db = mongo["timbra_stamping"]
             await publish(platform.kafka_bootstrap, warm)
             await wait_stamped(db.stamps, [e.invoice_id for e in warm], timeout=120)
 
-            pids = {name: platform.pid(name) for name in ("sandbox-pac", "stamping")}
-            cpu_before = {name: children_cpu(pid) for name, pid in pids.items()}
+            pids = {name: [platform.pid(n) for n in platform.instances(name)] for name in ("sandbox-pac", "stamping")}
+            cpu_before = {name: sum(children_cpu(pid) for pid in group) for name, group in pids.items()}
             busy_before, total_before = machine_busy()
             load_before = os.getloadavg()[0]
             t0 = time.perf_counter()
@@ -129,7 +133,7 @@ async def run(args: argparse.Namespace) -> None:
             ids = [e.invoice_id for e in measured]
             await wait_stamped(db.stamps, ids, timeout=1800)
             wall = time.perf_counter() - t0
-            cpu = {name: children_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+            cpu = {name: sum(children_cpu(pid) for pid in group) - cpu_before[name] for name, group in pids.items()}
             busy_after, total_after = machine_busy()
 
             jobs = {j["_id"]: j for j in await db.stamp_jobs.find({"_id": {"$in": ids}}, projection={"created_at": 1, "attempts": 1}).to_list()}
@@ -144,7 +148,7 @@ async def run(args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     machine = (busy_after - busy_before) / max(1e-9, total_after - total_before) * 100
     print(f"\n{args.count} invoices, funded -> stamped; sandbox PAC fast mode (XSD off, CFDI40 rules {'on' if args.rules else 'off'}), "
-          f"{args.partitions} partitions, {args.workers} stamping workers, {args.consumers} consumer(s), {cores} cores")
+          f"{args.partitions} partitions, {args.instances} stamping instance(s) x {args.workers} workers, {args.consumers} consumer(s), {cores} cores")
     print(f"  published onto invoice.funded in {published_s:.1f} s; all stamped {wall:.1f} s after the first publish")
     print(f"  throughput: {args.count / span:.1f} invoices/s (first accepted -> last stamped, {span:.1f} s); {args.count / wall:.1f}/s wall clock")
     print(f"  stamping step (event accepted -> stamp committed): p50={pct(step, 50) * 1000:.0f} ms  p99={pct(step, 99) * 1000:.0f} ms  "
@@ -163,6 +167,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument("--instances", type=int, default=1, help="stamping processes in the consumer group")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--no-rules", dest="rules", action="store_false", help="sandbox skips the CFDI40 catalogue rules too")
     asyncio.run(run(parser.parse_args()))
