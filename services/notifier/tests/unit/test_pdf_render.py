@@ -236,3 +236,15 @@ def test_the_xhtml_parse_gives_the_same_pages_as_the_html5_parser(renderer, stam
         assert max(parsed) > 1000  # the comparison did parse the whole page as HTML5
         a, b = raster(ours, 70), raster(theirs, 70)
         assert a.size == b.size and ImageChops.difference(a, b).getbbox() is None
+
+
+def test_a_pdf_without_the_expected_structure_gets_the_seals_as_text(renderer, stamped_xml, monkeypatch):
+    """If a weasyprint release shapes its PDF differently, the overlay gives up and the seals are
+    laid out by weasyprint, rather than the render failing or the seals going missing."""
+    from timbra_notifier.adapters import renderer as module
+
+    monkeypatch.setattr(module, "_resolve", lambda pdf, value: {})  # neither a stream nor a font dictionary
+    context = printed_context(stamped_xml)
+    pdf = renderer.render(context)
+    assert "Courier" not in fonts_of(pdf)
+    assert context["c"]["Sello"] in "".join(text_of(pdf).split())

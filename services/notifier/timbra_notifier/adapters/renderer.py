@@ -4,7 +4,7 @@ What makes it fast (see docs/notifier.md, "Performance", and bench/bench_pdf.py)
 - the Jinja2 template is compiled and the stylesheet parsed once per process (one ``CSS`` object
   and one ``FontConfiguration`` shared by every render);
 - the layout uses no flexbox, fixed-layout tables and simple class selectors;
-- one font family (DejaVu: sans in two weights, mono for the seals);
+- one font family (DejaVu: sans in two weights, mono for the tax breakdown per line);
 - the seals (1,100 characters of base64 and the TFD cadena) are not laid out by weasyprint at all:
   the page keeps an empty box of their height, and :class:`SealOverlay` writes their fixed lines
   into it with PDF's built-in Courier, one text operator per line (no shaping, no glyph-by-glyph
@@ -143,17 +143,18 @@ class SealOverlay:
     def __call__(self, document: Any, pdf: Any) -> None:
         import pydyf
 
-        kids = pdf.pages["Kids"]
-        page = pdf.objects[kids[3 * self.slot.page]]
-        stream = _resolve(pdf, page["Contents"])
-        fonts = _resolve(pdf, _resolve(pdf, page["Resources"])["Font"])
+        try:
+            page = pdf.objects[pdf.pages["Kids"][3 * self.slot.page]]
+            stream = _resolve(pdf, page["Contents"])
+            fonts = _resolve(pdf, _resolve(pdf, page["Resources"])["Font"])
+            height = float(page["MediaBox"][3]) - float(page["MediaBox"][1])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            return
         if not isinstance(stream, pydyf.Stream) or not isinstance(fonts, pydyf.Dictionary):
             return
         courier = pydyf.Dictionary({"Type": "/Font", "Subtype": "/Type1", "BaseFont": "/Courier", "Encoding": "/WinAnsiEncoding"})
         pdf.add_object(courier)
         fonts[SEAL_FONT] = courier.reference
-        media_box = page["MediaBox"]
-        height = float(media_box[3]) - float(media_box[1])
         leading = SEAL_FONT_PT * SEAL_LINE_HEIGHT
         half_leading = (leading - (COURIER_ASCENT + COURIER_DESCENT) * SEAL_FONT_PT) / 2
         first_baseline = height - self.slot.y_pt - half_leading - COURIER_ASCENT * SEAL_FONT_PT
