@@ -242,11 +242,9 @@ class NotifierService:
         that outlasts a MongoDB outage; a lost record would send the email again on redelivery."""
         followup = self._followup(issuer_id, summary, uuid, refused)
 
-        async def record() -> None:
-            await self._finish(invoice_id, issuer_id, [r for r in recipients if r not in refused], message_id, None, dedupe=dedupe, refused=refused,
-                               followup=followup)
-
-        await outlast_outage(record, within_s=EMAIL_LEASE_S, what=f"email.sent:{invoice_id}")
+        delivered = [r for r in recipients if r not in refused]
+        await outlast_outage(lambda: self._finish(invoice_id, issuer_id, delivered, message_id, None, dedupe=dedupe, refused=refused, followup=followup),
+                             within_s=EMAIL_LEASE_S, what=f"email.sent:{invoice_id}")
         if followup:
             log.warning("email.followup_scheduled", invoice_id=invoice_id, recipients=len(followup["recipients"]), next_at=followup["next_at"].isoformat() if followup["next_at"] else None)
 
@@ -461,7 +459,4 @@ class NotifierService:
         async def work(tx: Transaction) -> None:
             await self.repo.mark_notification(event.event_id, "failed" if error else "sent", session=tx.session, error=error)
 
-        async def record() -> None:
-            await self.store.transact(work, dedupe=dedupe)
-
-        await outlast_outage(record, within_s=EMAIL_LEASE_S, what=f"notification:{event.event_id}")
+        await outlast_outage(lambda: self.store.transact(work, dedupe=dedupe), within_s=EMAIL_LEASE_S, what=f"notification:{event.event_id}")

@@ -1,5 +1,7 @@
 """``outlast_outage``: the record of a side effect that already happened survives a short outage."""
 
+from types import SimpleNamespace
+
 import pytest
 from pymongo.errors import AutoReconnect, DuplicateKeyError
 
@@ -25,7 +27,7 @@ def no_waiting(monkeypatch):
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr(mongo.asyncio, "sleep", sleep)
+    monkeypatch.setattr(mongo, "asyncio", SimpleNamespace(sleep=sleep))  # this module's waits only
     return waits
 
 

@@ -36,10 +36,12 @@ def _read(name: str) -> str:
 
 class WeasyprintRenderer:
     def __init__(self, *, seal_overlay: bool = True, xhtml: bool = True) -> None:
+        import cssselect2
         import weasyprint  # heavy import: only in processes that render
         from weasyprint.text.fonts import FontConfiguration
 
         self._weasyprint = weasyprint
+        self._element_wrapper = cssselect2.ElementWrapper
         self._template = jinja2.Environment(autoescape=True, trim_blocks=False).from_string(_read("invoice.html"))
         self._fonts = FontConfiguration()
         self._css = weasyprint.CSS(string=_read("invoice.css"), font_config=self._fonts)
@@ -68,11 +70,9 @@ class WeasyprintRenderer:
             except (ValueError, ET.ParseError):
                 root = None
             if root is not None:
-                import cssselect2
-
                 document = self._html(string="<html></html>")
                 if hasattr(document, "wrapper_element") and hasattr(document, "etree_element"):
-                    document.wrapper_element = cssselect2.ElementWrapper.from_html_root(root, content_language=None)
+                    document.wrapper_element = self._element_wrapper.from_html_root(root, content_language=None)
                     document.etree_element = document.wrapper_element.etree_element
                     return document
         return self._html(string=html)
@@ -108,8 +108,8 @@ class SealSlot:
 
 def find_seal_slot(document: Any) -> SealSlot | None:
     """Where the layout put the empty seal box (#seal-slot): page and top-left corner in points."""
-    for number, page in enumerate(document.pages):
-        for box in page._page_box.descendants():
+    for number in reversed(range(len(document.pages))):  # the stamp block ends the document
+        for box in document.pages[number]._page_box.descendants():
             element = getattr(box, "element", None)
             if element is not None and element.get("id") == "seal-slot" and getattr(box, "element_tag", "div") == "div":
                 return SealSlot(number, box.content_box_x() * 0.75, box.content_box_y() * 0.75)

@@ -103,7 +103,7 @@ class DocumentRepository:
         schedule (``followup``: state, recipients, next_at, attempts, first_at, last_error, context)."""
         await self.emails.update_one({"_id": invoice_id}, {"$set": {"followup": {**followup, "state": "retry", "lease_until": None}}}, session=session)
 
-    async def due_followup(self, now: datetime, *, lease_s: float = 120.0) -> dict[str, Any] | None:
+    async def due_followup(self, now: datetime, *, lease_s: float = EMAIL_LEASE_S) -> dict[str, Any] | None:
         """One follow-up delivery that is due (or whose sender died holding it), leased to this caller."""
         return await self.emails.find_one_and_update(
             {"$or": [{"followup.state": "retry", "followup.next_at": {"$lte": now}},
