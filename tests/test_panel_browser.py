@@ -154,7 +154,8 @@ def pick(b: Browser, input_css: str, text: str, code: str, *, within: Any = None
 
 
 def field_errors(b: Browser, key: str) -> list[str]:
-    return [e.text for e in b.all(f'[data-error-for="{key}"]') if e.text]
+    """The messages shown next to a field, waited for: the form posts over htmx after the click returns."""
+    return b.until(lambda: [e.text for e in b.all(f'[data-error-for="{key}"]') if e.text], f"an error next to {key}")
 
 
 def xml_of(api: Api, issuer: dict[str, Any], invoice_id: str) -> etree._Element:
@@ -478,7 +479,7 @@ async def test_new_invoice_two_catalog_products_and_one_typed_through_stamp_and_
     b.wait_url("/panel/facturas/inv_")
     b.fill("#f-emails", "copia@example.com")
     b.click("#reenviar")
-    assert "reenviada" in b.text("#reenvio").lower()
+    b.until(lambda: "reenviada" in b.text("#reenvio").lower(), "the resend confirmation")
     b.screenshot("registro-reenviado")
 
 
