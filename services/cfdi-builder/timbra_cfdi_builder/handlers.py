@@ -1,9 +1,9 @@
 """Kafka entrypoints of the cfdi-builder: thin, event in → service call."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from faststream.kafka import KafkaRouter
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from timbra_cfdi_builder.operations import OperationsService
 from timbra_cfdi_builder.service import InvoiceService
@@ -11,16 +11,27 @@ from timbra_shared import topics
 from timbra_shared.events import CancellationEscalated, CancellationEvent, CustomerChanged, DeadLetter, InvoiceRequested, IssuerProfileChanged, ProductChanged, StatusEvent, TicketChanged
 from timbra_shared.errors import PoisonMessage, Problem
 from timbra_shared.http import validation_problems
-from timbra_shared.messaging import batch_subscriber, subscriber
+from timbra_shared.messaging import batch_subscriber, subscriber, trace_of
+from timbra_shared.telemetry import attached
+
+
+# a request that does not validate still arrives (as its JSON object) to become a rejected invoice
+RequestedOrInvalid = Annotated[InvoiceRequested | dict[str, Any], Field(union_mode="left_to_right")]
 
 
 def build_router(service: InvoiceService) -> KafkaRouter:
     router = KafkaRouter()
 
-    @subscriber(router, topics.INVOICE_REQUESTED, group="cfdi-builder.build")
-    async def on_invoice_requested(payload: dict[str, Any]) -> None:
-        # validated here rather than by FastStream: producers writing straight to Kafka get the
-        # same coded errors as a 422, on a rejected invoice, instead of a dead letter
+    @batch_subscriber(router, topics.INVOICE_REQUESTED, group="cfdi-builder.build", model=RequestedOrInvalid)
+    async def on_invoices_requested(events: list[InvoiceRequested | dict[str, Any]]) -> None:
+        await service.on_requested_many([e for e in events if isinstance(e, InvoiceRequested)])
+        for payload in (e for e in events if not isinstance(e, InvoiceRequested)):
+            with attached(trace_of(payload)):
+                await reject_invalid(payload)
+
+    async def reject_invalid(payload: dict[str, Any]) -> None:
+        # validated here rather than dead-lettered: producers writing straight to Kafka get the
+        # same coded errors as a 422, on a rejected invoice
         try:
             event = InvoiceRequested.model_validate(payload)
         except ValidationError as exc:

@@ -36,7 +36,7 @@ from timbra_shared.events import (
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
 from timbra_shared.messaging import trace_of
-from timbra_shared.mongo import Store, Transaction
+from timbra_shared.mongo import Store, Transaction, Unit
 from timbra_shared.telemetry import attached, carrier_from_current, current_trace_id
 
 log = get_logger(__name__)
@@ -163,19 +163,58 @@ class InvoiceService:
         }
 
     async def on_requested(self, event: InvoiceRequested) -> None:
-        existing = await self.invoices.get(event.invoice_id)
+        await self.on_requested_many([event])
+
+    async def on_requested_many(self, events: list[InvoiceRequested]) -> None:
+        """Build a consumed batch of requests and commit it in one transaction; each event keeps
+        its own dedupe. The invoices are read in one query and each issuer once. A request that
+        must wait (``RetryLater``) first commits the ones before it, and so does a request whose
+        idempotency key an earlier one in the batch used, so that it finds its twin."""
+        known = await self.invoices.get_many([e.invoice_id for e in events])
+        issuers: dict[str, dict[str, Any] | None] = {}
+        units: list[Unit] = []
+        keys: set[tuple[str, str]] = set()
+
+        async def commit() -> None:
+            if units:
+                await self.store.transact_many(units)
+            units.clear()
+            keys.clear()
+
+        for event in events:
+            key = (event.issuer_id, event.request.idempotency_key or "")
+            if key in keys:
+                await commit()
+            try:
+                work = await self._building(event, known.get(event.invoice_id), issuers)
+            except RetryLater:
+                await commit()
+                raise
+            if work is not None:
+                units.append(Unit(work, dedupe=f"{event.event_type}:{event.invoice_id}", trace=trace_of(event)))
+                if event.request.idempotency_key:
+                    keys.add(key)
+        await commit()
+
+    async def _building(
+        self, event: InvoiceRequested, existing: dict[str, Any] | None, issuers: dict[str, dict[str, Any] | None]
+    ) -> Callable[[Transaction], Awaitable[None]] | None:
+        """What ``event`` does (or None when it does nothing): the look-ups happen here, the
+        writes in the returned unit of work. Raises ``RetryLater`` while its issuer or catalog
+        references are not yet projected."""
         if existing is None and event.request.idempotency_key:
             twin = await self.invoices.by_idempotency_key(event.issuer_id, event.request.idempotency_key)
             if twin is not None and same_request(twin.get("request"), event.request):
                 log.info("invoice.duplicate_request", invoice_id=event.invoice_id, original=twin["_id"])
-                return
+                return None
             if twin is not None:  # produced straight onto Kafka: no one to answer 409, so it becomes a rejected invoice
-                await self._reject_new(event, [IDEMPOTENCY_CONFLICT], idempotency_key=None)
-                return
+                return self._rejecting_new(event, [IDEMPOTENCY_CONFLICT], idempotency_key=None)
         if existing is not None and existing["issuer_id"] != event.issuer_id:
             log.error("invoice.issuer_mismatch", invoice_id=event.invoice_id)
-            return
-        issuer = await self.issuers.get(event.issuer_id)
+            return None
+        if event.issuer_id not in issuers:
+            issuers[event.issuer_id] = await self.issuers.get(event.issuer_id)
+        issuer = issuers[event.issuer_id]
         if issuer is None and abs(utcnow() - event.occurred_at) < ISSUER_WAIT:  # abs: a producer's clock ahead must not block the partition
             raise RetryLater(f"issuer {event.issuer_id} not yet projected")
         request, problems, missing = await self._resolve(event, issuer)
@@ -215,7 +254,7 @@ class InvoiceService:
             )
             tx.emit(InvoiceBuilt(invoice_id=event.invoice_id, issuer_id=event.issuer_id, summary=built.summary, xml=built.xml.decode()))
 
-        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+        return work
 
     async def on_invalid_request(self, payload: dict[str, Any], problems: list[Problem]) -> bool:
         """A message on ``invoice.requested`` whose envelope names an invoice and a known issuer but
@@ -236,14 +275,16 @@ class InvoiceService:
         return True
 
     async def _reject_new(self, event: InvoiceRequested, problems: list[Problem], *, idempotency_key: str | None) -> None:
-        doc = self._new_invoice(event)
-        doc["idempotency_key"] = idempotency_key
+        await self.store.transact(self._rejecting_new(event, problems, idempotency_key=idempotency_key), dedupe=f"{event.event_type}:{event.invoice_id}")
 
+    def _rejecting_new(self, event: InvoiceRequested, problems: list[Problem], *, idempotency_key: str | None) -> Callable[[Transaction], Awaitable[None]]:
         async def work(tx: Transaction) -> None:
+            doc = self._new_invoice(event)  # here: under the event's trace
+            doc["idempotency_key"] = idempotency_key
             await self.invoices.insert(doc, session=tx.session)
             self._reject(tx, event, problems)
 
-        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+        return work
 
     async def _resolve(self, event: InvoiceRequested, issuer: dict[str, Any] | None) -> tuple[InvoiceRequest, list[Problem], list[str]]:
         """Replace ``customer_id``, ``items[].product_id`` and a ticket's lines by the values in the

@@ -72,6 +72,24 @@ class FakeStore:
         self.emitted.extend(tx.staged)
         return result
 
+    async def transact_many(self, units) -> list[Any]:
+        """The units in one transaction: if one raises, none of them takes effect."""
+        self.dedupe_keys.extend(u.dedupe for u in units)
+        tx = FakeTransaction()
+        results: list[Any] = []
+        seen = set(self.processed)
+        for unit in units:
+            if unit.dedupe is not None and unit.dedupe in seen:
+                results.append(DUPLICATE)
+                continue
+            if unit.dedupe is not None:
+                seen.add(unit.dedupe)
+            results.append(await unit.work(tx))
+        self.processed |= seen
+        self.transactions.append(tx)
+        self.emitted.extend(tx.staged)
+        return results
+
     def of_type(self, cls: type) -> list[Any]:
         return [e for e in self.emitted if isinstance(e, cls)]
 
@@ -94,6 +112,9 @@ class FakeInvoiceRepository:
         if doc is None or (issuer_id is not None and doc["issuer_id"] != issuer_id):
             return None
         return copy.deepcopy(doc)
+
+    async def get_many(self, invoice_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {i: copy.deepcopy(self.docs[i]) for i in invoice_ids if i in self.docs}
 
     async def by_idempotency_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
         for doc in self.docs.values():
@@ -134,6 +155,7 @@ class FakeIssuerDirectory:
         self.upserts: list[dict[str, Any]] = []
 
     async def get(self, issuer_id: str) -> dict[str, Any] | None:
+        self.gets = getattr(self, "gets", []) + [issuer_id]
         issuer = self.issuers.get(issuer_id)
         return dict(issuer) if issuer else None
 

@@ -85,6 +85,59 @@ async def test_serie_comes_from_the_issuer_per_type(service, fakes, request_body
     assert fakes.build.calls[0]["serie"] == "NC"
 
 
+# --------------------------------------------------------------------------- a consumed batch
+
+
+async def test_a_batch_is_built_in_one_transaction_reading_each_issuer_once(service, fakes, request_body, issuer):
+    fakes.issuers.issuers["iss_2"] = {**issuer, "issuer_id": "iss_2", "_id": "iss_2"}
+    events = [_requested(request_body(), invoice_id=f"inv_{i}", issuer_id="iss_2" if i % 2 else "iss_1") for i in range(5)]
+    await service.on_requested_many(events)
+
+    (tx,) = fakes.store.transactions
+    assert sorted(fakes.issuers.gets) == ["iss_1", "iss_2"]
+    built = fakes.store.of_type(InvoiceBuilt)
+    assert [b.invoice_id for b in built] == [f"inv_{i}" for i in range(5)]
+    assert [(b.issuer_id, b.summary.folio) for b in built] == [("iss_1", "1"), ("iss_2", "1"), ("iss_1", "2"), ("iss_2", "2"), ("iss_1", "3")]
+    assert all(call[2] is tx.session for call in fakes.folios.calls)
+    assert fakes.store.dedupe_keys == [f"{topics.INVOICE_REQUESTED}:inv_{i}" for i in range(5)]
+
+
+async def test_a_batch_with_a_redelivered_request_builds_it_once(service, fakes, request_body):
+    event = _requested(request_body())
+    await service.on_requested_many([event, _requested(request_body(), invoice_id="inv_2"), event])
+    assert [b.invoice_id for b in fakes.store.of_type(InvoiceBuilt)] == ["inv_1", "inv_2"]
+    assert len(fakes.folios.calls) == 2
+
+
+async def test_a_request_that_must_wait_commits_the_ones_before_it_first(service, fakes, request_body):
+    events = [_requested(request_body(), invoice_id="inv_1"), _requested(request_body(), invoice_id="inv_2", issuer_id="iss_new"), _requested(request_body(), invoice_id="inv_3")]
+    with pytest.raises(RetryLater):
+        await service.on_requested_many(events)
+    assert [b.invoice_id for b in fakes.store.of_type(InvoiceBuilt)] == ["inv_1"]
+    assert set(fakes.invoices.docs) == {"inv_1"}
+
+    fakes.issuers.issuers["iss_new"] = {**fakes.issuers.issuers["iss_1"], "issuer_id": "iss_new", "_id": "iss_new"}
+    await service.on_requested_many(events)  # the consumer's retry: inv_1 is not built again
+    assert [b.invoice_id for b in fakes.store.of_type(InvoiceBuilt)] == ["inv_1", "inv_2", "inv_3"]
+    assert [b.summary.folio for b in fakes.store.of_type(InvoiceBuilt)] == ["1", "1", "2"]
+
+
+async def test_one_idempotency_key_twice_in_a_batch_makes_one_invoice(service, fakes, request_body):
+    body = request_body(idempotency_key="pedido-77")
+    await service.on_requested_many([_requested(body, invoice_id="inv_a"), _requested(body, invoice_id="inv_b")])
+    assert [b.invoice_id for b in fakes.store.of_type(InvoiceBuilt)] == ["inv_a"]
+    assert set(fakes.invoices.docs) == {"inv_a"}
+
+
+async def test_one_idempotency_key_for_two_different_requests_in_a_batch_rejects_the_second(service, fakes, request_body):
+    first, second = request_body(idempotency_key="pedido-78"), request_body(idempotency_key="pedido-78", use="G01")
+    await service.on_requested_many([_requested(first, invoice_id="inv_a"), _requested(second, invoice_id="inv_b")])
+    assert [b.invoice_id for b in fakes.store.of_type(InvoiceBuilt)] == ["inv_a"]
+    (rejected,) = fakes.store.of_type(InvoiceRejected)
+    assert rejected.invoice_id == "inv_b" and [e.code for e in rejected.errors] == ["TIMBRA_IDEMPOTENCY_CONFLICT"]
+    assert fakes.invoices.docs["inv_b"]["idempotency_key"] is None
+
+
 async def test_unknown_issuer_is_retried_while_the_request_is_recent(service, fakes, request_body):
     event = _requested(request_body(), issuer_id="iss_new")
     with pytest.raises(RetryLater):

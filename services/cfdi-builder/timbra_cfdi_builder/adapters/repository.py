@@ -46,6 +46,11 @@ class InvoiceRepository:
             query["issuer_id"] = issuer_id
         return await self.invoices.find_one(query, session=session)
 
+    async def get_many(self, invoice_ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not invoice_ids:
+            return {}
+        return {doc["_id"]: doc async for doc in self.invoices.find({"_id": {"$in": invoice_ids}})}
+
     async def by_idempotency_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
         # $type lets the planner use the partial unique index; a plain equality scans the issuer's invoices
         return await self.invoices.find_one({"issuer_id": issuer_id, "idempotency_key": {"$eq": key, "$type": "string"}})
