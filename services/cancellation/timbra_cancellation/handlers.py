@@ -5,7 +5,7 @@ from faststream.kafka import KafkaRouter
 from timbra_cancellation.service import CancellationService
 from timbra_shared import topics
 from timbra_shared.events import CancelInvoice, InvoiceRejected, InvoiceRequestSeen, InvoiceStamped, InvoiceStampFailed, IssuerProfileChanged
-from timbra_shared.messaging import subscriber
+from timbra_shared.messaging import batch_subscriber, subscriber
 
 
 def build_router(service: CancellationService) -> KafkaRouter:
@@ -15,15 +15,14 @@ def build_router(service: CancellationService) -> KafkaRouter:
     async def on_cancellation_requested(command: CancelInvoice) -> None:
         await service.on_command(command)
 
-    @subscriber(router, topics.INVOICE_REQUESTED, group="cancellation.requests")
-    async def on_invoice_requested(event: InvoiceRequestSeen) -> None:
-        request = event.parsed()
-        if request is not None:  # an invalid request is the builder's to reject, not a dead letter here
-            await service.on_requested(request)
+    @batch_subscriber(router, topics.INVOICE_REQUESTED, group="cancellation.requests", model=InvoiceRequestSeen)
+    async def on_invoices_requested(events: list[InvoiceRequestSeen]) -> None:
+        # an invalid request is the builder's to reject, not a dead letter here
+        await service.on_requested_many([r for r in (e.parsed() for e in events) if r is not None])
 
-    @subscriber(router, topics.INVOICE_STAMPED, group="cancellation.projection")
-    async def on_invoice_stamped(event: InvoiceStamped) -> None:
-        await service.on_stamped(event)
+    @batch_subscriber(router, topics.INVOICE_STAMPED, group="cancellation.projection", model=InvoiceStamped)
+    async def on_invoices_stamped(events: list[InvoiceStamped]) -> None:
+        await service.on_stamped_many(events)
 
     @subscriber(router, topics.INVOICE_REJECTED, group="cancellation.substitutes.rejected")
     async def on_invoice_rejected(event: InvoiceRejected) -> None:

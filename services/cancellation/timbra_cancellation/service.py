@@ -16,6 +16,7 @@ import asyncio
 import base64
 import json
 from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bson import Binary
@@ -51,7 +52,9 @@ from timbra_shared.events import (
 from timbra_shared.http import validation_problems
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
-from timbra_shared.mongo import Store, Transaction
+from timbra_shared.messaging import trace_of
+from timbra_shared.mongo import Store, Transaction, Unit
+from timbra_shared.telemetry import attached
 from timbra_shared.pac.port import PacRejected, PacUnavailable, SatStatus
 from timbra_shared.pac.registry import PacRegistry
 
@@ -110,9 +113,25 @@ class CancellationService:
     # ------------------------------------------------------------------ projections
 
     async def on_requested(self, event: InvoiceRequested) -> None:
-        await self.invoices.save_request(event.invoice_id, event.issuer_id, event.request.model_dump(mode="json", by_alias=True, exclude_none=True))
+        await self.on_requested_many([event])
+
+    async def on_requested_many(self, events: list[InvoiceRequested]) -> None:
+        await self.invoices.save_requests([(e.invoice_id, e.issuer_id, e.request.model_dump(mode="json", by_alias=True, exclude_none=True)) for e in events])
 
     async def on_stamped(self, event: InvoiceStamped) -> None:
+        await self.on_stamped_many([event])
+
+    async def on_stamped_many(self, events: list[InvoiceStamped]) -> None:
+        """Project a consumed batch of stamps in one transaction (each keeps its dedupe), then end
+        the substitutions waiting for any of them."""
+        await self.store.transact_many([Unit(self._projecting(event), dedupe=f"{event.event_type}:{event.invoice_id}", trace=trace_of(event)) for event in events])
+        waiting = await self.cancellations.by_substitutes([e.invoice_id for e in events])
+        for event in events:
+            if event.invoice_id in waiting:
+                with attached(trace_of(event)):
+                    await self._substitute_stamped(waiting[event.invoice_id], event)
+
+    def _projecting(self, event: InvoiceStamped) -> Callable[[Transaction], Awaitable[None]]:
         summary = event.summary
         facts = facts_of(event.xml)
         fields = {
@@ -139,10 +158,7 @@ class CancellationService:
         async def work(tx: Transaction) -> None:
             await self.invoices.save_stamped(event.invoice_id, fields, session=tx.session)
 
-        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
-        waiting = await self.cancellations.by_substitute(event.invoice_id)
-        if waiting is not None:
-            await self._substitute_stamped(waiting, event)
+        return work
 
     async def on_failed(self, event: InvoiceRejected | InvoiceStampFailed) -> None:
         """A substitute that was rejected or failed to stamp ends its substitution."""

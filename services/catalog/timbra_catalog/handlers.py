@@ -6,16 +6,15 @@ from timbra_catalog.portal_service import PortalService
 from timbra_catalog.service import CatalogService
 from timbra_shared import topics
 from timbra_shared.events import CancellationCompleted, InvoiceRejected, InvoiceStamped, InvoiceStampFailed, IssuerProfileChanged, TicketSubmitted
-from timbra_shared.messaging import subscriber
+from timbra_shared.messaging import batch_subscriber, subscriber
 
 
 def build_router(service: CatalogService, portal: PortalService) -> KafkaRouter:
     router = KafkaRouter()
 
-    @subscriber(router, topics.INVOICE_STAMPED, group="catalog.usage")
-    async def on_invoice_stamped(event: InvoiceStamped) -> None:
-        await service.on_stamped(event)
-        await portal.on_stamped(event)
+    @batch_subscriber(router, topics.INVOICE_STAMPED, group="catalog.usage", model=InvoiceStamped)
+    async def on_invoices_stamped(events: list[InvoiceStamped]) -> None:
+        await service.on_stamped_many(events, also=portal.stamped_unit)
 
     @subscriber(router, topics.INVOICE_REJECTED, group="catalog.tickets.rejected")
     async def on_invoice_rejected(event: InvoiceRejected) -> None:

@@ -34,7 +34,8 @@ from timbra_shared.events import (
 )
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
-from timbra_shared.mongo import Store, Transaction
+from timbra_shared.messaging import trace_of
+from timbra_shared.mongo import Store, Transaction, Unit
 from timbra_shared.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 
 log = get_logger(__name__)
@@ -300,9 +301,15 @@ class PortalService:
     # ------------------------------------------------------------------ the pipeline's outcome
 
     async def on_stamped(self, event: InvoiceStamped) -> None:
+        unit = self.stamped_unit(event)
+        if unit is not None:
+            await self.store.transact_many([unit])
+
+    def stamped_unit(self, event: InvoiceStamped) -> Unit | None:
+        """The receptor's copy of a stamped invoice (none for the generic RFCs)."""
         summary = event.summary
         if summary.rfc_receptor in GENERIC:
-            return
+            return None
 
         async def work(tx: Transaction) -> None:
             branch_id = None
@@ -316,7 +323,7 @@ class PortalService:
             await self.repos.invoices.update_one({"_id": event.invoice_id}, {"$set": {"status": "stamped", "uuid": event.uuid, "serie": summary.serie,
                                                                                     "folio": summary.folio, "stamped_at": event.occurred_at, "updated_at": utcnow()}}, session=tx.session)
 
-        await self.store.transact(work, dedupe=f"portal:{event.event_type}:{event.invoice_id}")
+        return Unit(work, dedupe=f"portal:{event.event_type}:{event.invoice_id}", trace=trace_of(event))
 
     async def on_failed(self, event: InvoiceRejected | InvoiceStampFailed) -> None:
         """A portal invoice that failed frees its ticket (``live`` false) and keeps SAT's reasons."""

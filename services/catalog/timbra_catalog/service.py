@@ -7,6 +7,7 @@ becomes the customer's default) and marks tickets invoiced."""
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -37,7 +38,8 @@ from timbra_shared.events import (
 )
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
-from timbra_shared.mongo import Store, Transaction
+from timbra_shared.messaging import trace_of
+from timbra_shared.mongo import Store, Transaction, Unit
 
 log = get_logger(__name__)
 
@@ -440,6 +442,21 @@ class CatalogService:
     # ------------------------------------------------------------------ invoice pipeline
 
     async def on_stamped(self, event: InvoiceStamped) -> None:
+        await self.on_stamped_many([event])
+
+    async def on_stamped_many(self, events: list[InvoiceStamped], *, also: Callable[[InvoiceStamped], Unit | None] | None = None) -> None:
+        """Record a consumed batch of stamps in one transaction, each with its own dedupe; ``also``
+        adds another unit per stamp (the portal's record of it) to the same transaction."""
+        units = []
+        for event in events:
+            units.append(self.stamped_unit(event))
+            extra = also(event) if also is not None else None
+            if extra is not None:
+                units.append(extra)
+        await self.store.transact_many(units)
+
+    def stamped_unit(self, event: InvoiceStamped) -> Unit:
+        """The receptor's usage, the customer's remembered UsoCFDI, and the tickets the invoice covers."""
         summary = event.summary
 
         async def work(tx: Transaction) -> None:
@@ -463,7 +480,7 @@ class CatalogService:
                 await self.repos.global_invoices.update_one({"_id": event.invoice_id}, {"$set": {"status": "stamped", "uuid": event.uuid}}, session=tx.session)
             await self._set_tickets(tx, event.issuer_id, ticket_ids, status="invoiced", invoice_id=event.invoice_id)
 
-        await self.store.transact(work, dedupe=f"{event.event_type}:{event.invoice_id}")
+        return Unit(work, dedupe=f"{event.event_type}:{event.invoice_id}", trace=trace_of(event))
 
     async def on_failed(self, event: InvoiceRejected | InvoiceStampFailed) -> None:
         """A global invoice that failed gives its tickets back (they are open again)."""

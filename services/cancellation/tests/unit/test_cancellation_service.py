@@ -13,7 +13,20 @@ from timbra_cancellation.service import CancellationRefused, CancellationService
 from timbra_shared.cfdi.acuse import build_acuse
 from timbra_shared.cfdi.testing import make_csd
 from timbra_shared.cfdi import load_csd
-from timbra_shared.events import CancellationAccepted, CancellationCompleted, CancellationEscalated, CancellationPending, CancellationRejected, CancelInvoice, DeadLetter, NotificationRequested
+from timbra_shared.events import (
+    CancelInvoice,
+    CancellationAccepted,
+    CancellationCompleted,
+    CancellationEscalated,
+    CancellationPending,
+    CancellationRejected,
+    DeadLetter,
+    InvoiceRequest,
+    InvoiceRequested,
+    InvoiceStamped,
+    InvoiceSummary,
+    NotificationRequested,
+)
 from timbra_shared.ids import utcnow
 from timbra_shared.pac import CancelResult, PacRejected, PacUnavailable, SatStatus
 from timbra_shared.testing import FakeStore
@@ -39,6 +52,14 @@ class FakeInvoices:
     async def set_status(self, invoice_id, status, session=None):  # noqa: ANN001, ANN201
         self.docs[invoice_id]["status"] = status
 
+    async def save_stamped(self, invoice_id, fields, session=None):  # noqa: ANN001, ANN201
+        self.saved = getattr(self, "saved", []) + [(invoice_id, session)]
+        self.docs.setdefault(invoice_id, {"_id": invoice_id}).update(fields, status="vigente")
+
+    async def save_requests(self, requests):  # noqa: ANN001, ANN201
+        for invoice_id, issuer_id, request in requests:
+            self.docs.setdefault(invoice_id, {"_id": invoice_id, "issuer_id": issuer_id, "status": None})["request"] = request
+
 
 class FakeCancellations:
     def __init__(self) -> None:
@@ -50,6 +71,11 @@ class FakeCancellations:
 
     async def by_substitute(self, substitute_id):  # noqa: ANN001, ANN201
         return None
+
+    async def by_substitutes(self, substitute_ids):  # noqa: ANN001, ANN201
+        self.substitute_lookups = getattr(self, "substitute_lookups", []) + [list(substitute_ids)]
+        return {d["substitution_invoice_id"]: copy.deepcopy(d) for d in self.docs.values()
+                if d.get("substitution_invoice_id") in substitute_ids and d.get("state") == "awaiting_substitute"}
 
     async def put(self, doc, *, expected_attempt, session):  # noqa: ANN001, ANN201
         current = self.docs.get(doc["_id"])
@@ -222,3 +248,34 @@ async def test_the_echo_of_an_http_request_on_kafka_does_nothing() -> None:
     before = len(store.emitted)
     await service.on_command(command)
     assert len(store.emitted) == before and [c[0] for c in pac.calls] == ["cancel", "status"]
+
+
+# --------------------------------------------------------------------------- projecting stamps, a batch at a time
+
+
+async def test_a_batch_of_stamps_is_projected_in_one_transaction_and_ends_the_substitution_waiting_for_one():
+    service, store, cancellations, invoices = make(FakePac([]))
+    cancellations.docs["inv_old"] = {"_id": "inv_old", "issuer_id": "iss_1", "state": "awaiting_substitute", "substitution_invoice_id": "inv_3", "attempt": 1}
+    ended: list[tuple[str, str]] = []
+
+    async def substitute_stamped(waiting, event):  # noqa: ANN001, ANN202
+        ended.append((waiting["_id"], event.invoice_id))
+
+    service._substitute_stamped = substitute_stamped  # type: ignore[method-assign]
+    summary = InvoiceSummary(type="I", rfc_emisor="EKU9003173C9", rfc_receptor="URE180429TM6", nombre_receptor="UNIVERSIDAD ROBOTICA ESPAÑOLA", total="116.00", serie="A", folio="8")
+    events = [InvoiceStamped(invoice_id=f"inv_{i}", issuer_id="iss_1", summary=summary, uuid=f"{i}aaaaaaa-2222-4333-8444-555555555555", fecha_timbrado="2026-01-01T00:00:00", xml="<x/>", pac="sandbox")
+              for i in (2, 3, 4)]
+    await service.on_stamped_many([*events, events[0]])
+
+    assert store.groups == [4]
+    assert [i for i, _ in invoices.saved] == ["inv_2", "inv_3", "inv_4"]
+    assert len({id(session) for _, session in invoices.saved}) == 1
+    assert invoices.docs["inv_3"]["uuid"] == "3AAAAAAA-2222-4333-8444-555555555555"
+    assert cancellations.substitute_lookups == [["inv_2", "inv_3", "inv_4", "inv_2"]]
+    assert ended == [("inv_old", "inv_3")]
+
+
+async def test_a_batch_of_requests_is_kept_in_one_write():
+    service, _, _, invoices = make(FakePac([]))
+    await service.on_requested_many([InvoiceRequested(invoice_id=f"inv_r{i}", issuer_id="iss_1", request=InvoiceRequest(type="I", payment_method="PUE")) for i in range(3)])
+    assert [invoices.docs[f"inv_r{i}"]["request"]["payment_method"] for i in range(3)] == ["PUE"] * 3

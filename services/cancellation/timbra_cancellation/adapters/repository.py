@@ -11,7 +11,7 @@
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -40,8 +40,11 @@ class InvoiceProjection:
         """By invoice id or UUID, within the issuer."""
         return await self.docs.find_one({"issuer_id": issuer_id, "$or": [{"_id": ref}, {"uuid": ref.upper()}]})
 
-    async def save_request(self, invoice_id: str, issuer_id: str, request: dict[str, Any]) -> None:
-        await self.docs.update_one({"_id": invoice_id}, {"$setOnInsert": {"issuer_id": issuer_id, "status": None}, "$set": {"request": request}}, upsert=True)
+    async def save_requests(self, requests: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """``(invoice_id, issuer_id, request)`` of a consumed batch, in one round trip."""
+        if requests:
+            await self.docs.bulk_write([UpdateOne({"_id": i}, {"$setOnInsert": {"issuer_id": issuer, "status": None}, "$set": {"request": r}}, upsert=True)
+                                        for i, issuer, r in requests], ordered=False)
 
     async def save_stamped(self, invoice_id: str, fields: dict[str, Any], session: AsyncClientSession | None = None) -> None:
         await self.docs.update_one({"_id": invoice_id}, {"$set": {**fields, "status": STAMPED}}, upsert=True, session=session)
@@ -82,6 +85,12 @@ class CancellationRepository:
 
     async def by_substitute(self, substitute_id: str) -> dict[str, Any] | None:
         return await self.docs.find_one({"substitution_invoice_id": substitute_id, "state": State.AWAITING_SUBSTITUTE})
+
+    async def by_substitutes(self, substitute_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The cancellations awaiting any of these substitutes, by substitute."""
+        if not substitute_ids:
+            return {}
+        return {doc["substitution_invoice_id"]: doc async for doc in self.docs.find({"substitution_invoice_id": {"$in": substitute_ids}, "state": State.AWAITING_SUBSTITUTE})}
 
     async def put(self, doc: dict[str, Any], *, expected_attempt: int | None, session: AsyncClientSession) -> bool:
         """Insert a new cancellation, or replace the previous (finished) attempt of this invoice."""

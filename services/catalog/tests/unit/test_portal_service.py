@@ -301,6 +301,24 @@ async def test_a_stamped_portal_invoice_is_listed_for_its_receptor_only(world: d
         assert hidden.value.status == 404
 
 
+async def test_a_batch_of_stamps_is_recorded_for_the_catalog_and_the_portal_in_one_transaction(world: dict[str, Any]) -> None:
+    service, store, db = world["service"], world["store"], world["db"]
+    result, _ = await service.request_invoice("abarrotes", body(), CLIENT)
+    portal = InvoiceSummary(type="I", rfc_emisor="EKU9003173C9", rfc_receptor="PEGJ800101AB1", nombre_receptor="JUAN PEREZ GARCIA", total="116.00", ticket_id="tkt_1", serie="A", folio="7")
+    generic = InvoiceSummary(type="I", rfc_emisor="EKU9003173C9", rfc_receptor="XAXX010101000", nombre_receptor="PUBLICO EN GENERAL", total="58.00", serie="A", folio="8")
+    stamped = [InvoiceStamped(invoice_id=result["id"], issuer_id="iss_1", summary=portal, uuid="AAAA-1", fecha_timbrado="2026-01-01T00:00:00", xml="<x/>", pac="sandbox"),
+               InvoiceStamped(invoice_id="inv_generic", issuer_id="iss_1", summary=generic, uuid="AAAA-2", fecha_timbrado="2026-01-01T00:00:00", xml="<x/>", pac="sandbox")]
+    store.groups.clear()
+    await service.catalog.on_stamped_many([*stamped, stamped[0]], also=service.stamped_unit)
+
+    assert store.groups == [5]  # one transaction: catalog + portal for each portal stamp (the repeat too, deduped), catalog only for the generic RFC
+    assert (await db.receptor_usage.find_one({"_id": "iss_1:PEGJ800101AB1"}))["invoices"] == 1
+    assert (await db.receptor_usage.find_one({"_id": "iss_1:XAXX010101000"}))["invoices"] == 1
+    assert (await db.tickets.find_one({"_id": "tkt_1"}))["status"] == "invoiced"
+    assert (await db.receptor_invoices.find_one({"_id": result["id"]}))["uuid"] == "AAAA-1"
+    assert await db.receptor_invoices.find_one({"_id": "inv_generic"}) is None
+
+
 async def test_an_invoice_stuck_at_the_pac_tells_the_customer_to_wait_for_sat(world: dict[str, Any]) -> None:
     service, pipeline = world["service"], world["pipeline"]
     result, _ = await service.request_invoice("abarrotes", body(), CLIENT)
