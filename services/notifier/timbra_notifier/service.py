@@ -278,16 +278,20 @@ class NotifierService:
             except TransientMailError as exc:
                 await self._reschedule_followup(claim, str(exc), recipients, delivered, summary)
             else:
+                # the email has left: its record outlasts a MongoDB outage, or the lease would run out and send it again
                 delivered += [r for r in recipients if r not in refused]
                 later = postponed(refused)
+                what = f"email.followup:{invoice_id}"
                 if later:
-                    await self._reschedule_followup(claim, "; ".join(f"{r}: {refused[r]}" for r in later), later, delivered, summary)
+                    error = "; ".join(f"{r}: {refused[r]}" for r in later)
+                    await outlast_outage(lambda: self._reschedule_followup(claim, error, later, delivered, summary), within_s=EMAIL_LEASE_S, what=what)
                 elif refused:
                     reason = "El servidor de correo rechazó los destinatarios: " + "; ".join(f"{r}: {e}" for r, e in refused.items())
-                    await self.repo.finish_followup(invoice_id, "failed", delivered=delivered, error=reason, recipients=[])
+                    await outlast_outage(lambda: self.repo.finish_followup(invoice_id, "failed", delivered=delivered, error=reason, recipients=[]),
+                                         within_s=EMAIL_LEASE_S, what=what)
                     await self._tell_issuer(invoice_id, issuer_id, summary, uuid, reason)
                 else:
-                    await self.repo.finish_followup(invoice_id, "sent", delivered=delivered, recipients=[])
+                    await outlast_outage(lambda: self.repo.finish_followup(invoice_id, "sent", delivered=delivered, recipients=[]), within_s=EMAIL_LEASE_S, what=what)
             done += 1
         return done
 

@@ -32,6 +32,7 @@ class FakeDocumentRepository:
         self.templates: dict[str, dict[str, Any]] = {}
         self.notifications: dict[str, dict[str, Any]] = {}
         self.followup_sessions: list[Any] = []
+        self.followup_failures: list[BaseException] = []  # raised (in order) by the next follow-up writes
 
     async def get(self, invoice_id: str, issuer_id: str | None = None) -> dict[str, Any] | None:
         doc = self.documents.get(invoice_id)
@@ -81,6 +82,8 @@ class FakeDocumentRepository:
         return True
 
     async def schedule_followup(self, invoice_id: str, followup: dict[str, Any], session: Any = None) -> None:
+        if self.followup_failures:
+            raise self.followup_failures.pop(0)
         self.followup_sessions.append(session)
         self.emails[invoice_id]["followup"] = {**copy.deepcopy(followup), "state": "retry"}
 
@@ -93,6 +96,8 @@ class FakeDocumentRepository:
         return None
 
     async def finish_followup(self, invoice_id: str, state: str, **fields: Any) -> None:
+        if self.followup_failures:
+            raise self.followup_failures.pop(0)
         self.emails[invoice_id]["followup"].update(state=state, **fields)
 
     async def email_status(self, invoice_id: str) -> dict[str, Any] | None:

@@ -228,6 +228,29 @@ async def test_recipients_postponed_while_others_were_accepted_get_their_own_ret
     assert status["state"] == "sent" and status["followup"]["state"] == "sent" and status["followup"]["delivered"] == ["conta@ure.mx"]
 
 
+async def test_a_follow_up_that_left_is_recorded_through_a_mongodb_outage_and_not_sent_again(notifier, fakes, stamped_xml):
+    rendered = await _render_then(notifier, fakes, stamped_xml, recipients=("pagos@ure.mx", "conta@ure.mx", "caja@ure.mx"))
+    fakes.mailer.refusals = [{"conta@ure.mx": "450 4.2.1 mailbox busy", "caja@ure.mx": "451 4.3.0 try later"}]
+    await notifier.email(rendered)
+    followup = fakes.repo.emails["inv_1"]["followup"]
+
+    followup["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    fakes.mailer.refusals = [{"caja@ure.mx": "451 4.3.0 try later"}]
+    fakes.repo.followup_failures = [AutoReconnect("mongod is down")]
+    assert await notifier.retry_due_followups() == 1
+    assert fakes.repo.followup_failures == []  # the reschedule was retried, not dropped
+    followup = fakes.repo.emails["inv_1"]["followup"]
+    assert followup["state"] == "retry" and followup["recipients"] == ["caja@ure.mx"] and followup["delivered"] == ["conta@ure.mx"]
+
+    followup["next_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    fakes.repo.followup_failures = [AutoReconnect("mongod is down"), ServerSelectionTimeoutError("no servers")]
+    assert await notifier.retry_due_followups() == 1
+    assert fakes.repo.followup_failures == []
+    assert fakes.repo.emails["inv_1"]["followup"]["state"] == "sent"
+    assert await notifier.retry_due_followups() == 0  # nothing left to send again
+    assert [m["To"] for m in fakes.mailer.sent[1:]] == ["conta@ure.mx, caja@ure.mx", "caja@ure.mx"]
+
+
 async def test_postponed_recipients_are_given_up_at_the_end_of_the_window_and_the_issuer_is_told(notifier, fakes, stamped_xml, transient_error):
     fakes.repo.issuers["iss_1"] = {"issuer_id": "iss_1", "version": 1, "email": "emisor@eku.mx", "legal_name": "ESCUELA KEMPER URGATE"}
     rendered = await _render_then(notifier, fakes, stamped_xml, recipients=("pagos@ure.mx", "conta@ure.mx"))
