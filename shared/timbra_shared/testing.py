@@ -44,6 +44,8 @@ class FakeStore:
         self.keys: list[str | None] = []
         self.sessions: list[FakeSession] = []
         self.groups: list[int] = []  # units per transact_many / transact_grouped call
+        self.transactions: list[FakeTransaction] = []  # every transaction that committed
+        self.dedupe_keys: list[str | None] = []  # every dedupe key asked for, in order
         self.fail_next: list[BaseException] = []  # raised (in order) by the next transactions, before any work
 
     async def was_processed(self, dedupe: str) -> bool:
@@ -52,6 +54,7 @@ class FakeStore:
     async def transact(self, work, *, dedupe: str | None = None):  # noqa: ANN001, ANN201
         if self.fail_next:
             raise self.fail_next.pop(0)
+        self.dedupe_keys.append(dedupe)
         if dedupe is not None and dedupe in self.processed:
             return DUPLICATE
         tx = FakeTransaction()
@@ -59,6 +62,7 @@ class FakeStore:
         result = await work(tx)
         if dedupe is not None:
             self.processed.add(dedupe)
+        self.transactions.append(tx)
         self.emitted.extend(tx.staged)
         self.keys.extend(tx.keys)
         return result
@@ -70,6 +74,7 @@ class FakeStore:
     async def transact_many(self, units) -> list[Any]:  # noqa: ANN001
         """All the units in one transaction: if one raises, none of them takes effect."""
         self.groups.append(len(units))
+        self.dedupe_keys.extend(u.dedupe for u in units)
         tx = FakeTransaction()
         self.sessions.append(tx.session)
         results: list[Any] = []
@@ -82,6 +87,7 @@ class FakeStore:
                 seen.add(unit.dedupe)
             results.append(await unit.work(tx))
         self.processed |= seen
+        self.transactions.append(tx)
         self.emitted.extend(tx.staged)
         self.keys.extend(tx.keys)
         return results

@@ -1,9 +1,9 @@
 """Hand-written fakes of the cfdi-builder's ports, for unit tests of ``InvoiceService``.
 
-Every fake records its calls. ``FakeStore.transact`` runs the unit of work with a
-``FakeTransaction`` (its ``session`` is a sentinel the repositories must receive), honours
-``dedupe`` like the real store (a second run for the same key returns ``DUPLICATE`` without
-running the work) and only keeps the emitted events of works that completed.
+Every fake records its calls. ``FakeStore`` is the common one (``timbra_shared.testing``): it runs
+the units of work with a ``FakeTransaction`` (its ``session`` is a sentinel the repositories must
+receive), honours ``dedupe`` like the real store (a second run for the same key returns
+``DUPLICATE`` without running the work) and only keeps the emitted events of works that completed.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from timbra_cfdi_builder.domain.comprobante import build_cfdi
 from timbra_cfdi_builder.domain.invoice import IN_FLIGHT, RANK, InvoiceStatus
 from timbra_cfdi_builder.service import InvoiceService
 from timbra_shared.events import RedriveInvoice
 from timbra_shared.ids import utcnow
-from timbra_shared.mongo import DUPLICATE
+from timbra_shared import testing
 
 ISSUER = {
     "_id": "iss_1",
@@ -39,57 +38,7 @@ CUSTOMER = {"rfc": "URE180429TM6", "legal_name": "UNIVERSIDAD ROBOTICA ESPAÑOLA
 PRODUCT = {"description": "Servicio de consultoría", "product_key": "81111500", "unit_key": "E48", "price": "100.00"}
 
 
-class FakeSession:
-    def __repr__(self) -> str:
-        return "<FakeSession>"
-
-
-class FakeTransaction:
-    def __init__(self) -> None:
-        self.session = FakeSession()
-        self.staged: list[BaseModel] = []
-
-    def emit(self, event: BaseModel, *, key: str | None = None) -> None:
-        self.staged.append(event)
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.processed: set[str] = set()
-        self.emitted: list[BaseModel] = []
-        self.transactions: list[FakeTransaction] = []
-        self.dedupe_keys: list[str | None] = []
-
-    async def transact(self, work, *, dedupe: str | None = None):
-        self.dedupe_keys.append(dedupe)
-        if dedupe is not None and dedupe in self.processed:
-            return DUPLICATE
-        tx = FakeTransaction()
-        result = await work(tx)  # an exception aborts: nothing emitted, no dedupe marker
-        if dedupe is not None:
-            self.processed.add(dedupe)
-        self.transactions.append(tx)
-        self.emitted.extend(tx.staged)
-        return result
-
-    async def transact_many(self, units) -> list[Any]:
-        """The units in one transaction: if one raises, none of them takes effect."""
-        self.dedupe_keys.extend(u.dedupe for u in units)
-        tx = FakeTransaction()
-        results: list[Any] = []
-        seen = set(self.processed)
-        for unit in units:
-            if unit.dedupe is not None and unit.dedupe in seen:
-                results.append(DUPLICATE)
-                continue
-            if unit.dedupe is not None:
-                seen.add(unit.dedupe)
-            results.append(await unit.work(tx))
-        self.processed |= seen
-        self.transactions.append(tx)
-        self.emitted.extend(tx.staged)
-        return results
-
+class FakeStore(testing.FakeStore):
     def of_type(self, cls: type) -> list[Any]:
         return [e for e in self.emitted if isinstance(e, cls)]
 
