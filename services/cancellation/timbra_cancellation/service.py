@@ -15,8 +15,8 @@
 import asyncio
 import base64
 import json
-from datetime import datetime, timedelta
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import Binary
@@ -54,9 +54,9 @@ from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
 from timbra_shared.messaging import trace_of
 from timbra_shared.mongo import Store, Transaction, Unit
-from timbra_shared.telemetry import attached
 from timbra_shared.pac.port import PacRejected, PacUnavailable, SatStatus
 from timbra_shared.pac.registry import PacRegistry
+from timbra_shared.telemetry import attached
 
 log = get_logger(__name__)
 
