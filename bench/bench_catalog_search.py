@@ -1,7 +1,7 @@
 """SAT catalog search benchmark: latency of ``GET /v1/catalogs/{catalog}?q=`` through the public
 API (ingress -> catalog service), idle and while the invoice pipeline is busy.
 
-    .venv/bin/python bench/bench_catalog_search.py [--searches 700] [--concurrency 4] [--invoice-workers 4]
+    .venv/bin/python bench/bench_catalog_search.py [--searches 700] [--concurrency 4] [--invoice-workers 4] [--compare N]
 
 It starts its own platform (every service, mongod, the broker, sandbox PAC, SMTP sink) on free
 ports in a temporary folder, then:
@@ -16,6 +16,10 @@ phase types other words than the idle one, so it does not just read the idle pha
 answers (repeats within a phase are cached, as they would be for many users typing).
 It prints p50/p95/p99/max per catalog and overall for both phases, side by side, and the
 invoices stamped during the busy phase. The target is p95 < 50 ms while the pipeline runs.
+
+The platform runs its pipeline processes at a lower CPU priority than the ingress and the catalog
+(``TIMBRA_BACKGROUND_NICE``, docs/devstack.md). ``--compare N`` measures N rounds of "every process
+at nice 0" then "the platform's default", each on a fresh platform, and prints them side by side.
 """
 
 import argparse
@@ -121,9 +125,11 @@ def table(idle: dict[str, list[float]], busy: dict[str, list[float]]) -> None:
         print(f"{catalog:<15}{len(b):>6} | {pct(a, 50):>9.1f}{pct(a, 95):>8.1f}{pct(a, 99):>8.1f}{max(a):>8.1f} | {pct(b, 50):>9.1f}{pct(b, 95):>8.1f}{pct(b, 99):>8.1f}{max(b):>8.1f}")
 
 
-async def main(searches: int, concurrency: int, invoice_workers: int) -> None:
+async def measure(searches: int, concurrency: int, invoice_workers: int, background_nice: int | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="timbra-bench-search-") as folder:
         config = PlatformConfig.for_tests(folder)
+        if background_nice is not None:
+            config.background_nice = background_nice
         async with Platform(config) as platform, TimbraClient(platform.url("ingress"), platform.admin_key, timeout=120) as client:
             issuer = await client.onboard(credits=100_000)
             plan = queries(searches)
@@ -141,14 +147,31 @@ async def main(searches: int, concurrency: int, invoice_workers: int) -> None:
             stop.set()
             posted: list[str] = await asyncio.to_thread(out.get)
             loader.join()
-            posted_during = len(posted)
             states = await client.wait_final(issuer, posted, timeout=300)
             done = sum(1 for s in states.values() if s["status"] == "emailed")
+        return {"nice": config.background_nice, "idle": idle, "busy": busy, "busy_s": busy_s, "posted": len(posted), "done": done}
 
-    print(f"catalog search through the ingress: {searches} searches per phase, {concurrency} concurrent clients, limit=10")
-    print(f"busy phase: {busy_s:.1f} s with {invoice_workers} clients posting invoices ({posted_during} posted before the searches ended; {done}/{len(posted)} reached emailed)")
-    table(idle, busy)
-    all_busy = [v for vs in busy.values() for v in vs]
+
+def report(run: dict, searches: int, concurrency: int, invoice_workers: int) -> None:
+    print(f"\ncatalog search through the ingress: {searches} searches per phase, {concurrency} concurrent clients, limit=10; "
+          f"pipeline processes at nice {run['nice']} (TIMBRA_BACKGROUND_NICE)")
+    print(f"busy phase: {run['busy_s']:.1f} s with {invoice_workers} clients posting invoices "
+          f"({run['posted']} posted before the searches ended; {run['done']}/{run['posted']} reached emailed)")
+    table(run["idle"], run["busy"])
+
+
+async def main(searches: int, concurrency: int, invoice_workers: int, background_nice: int | None, compare: int) -> None:
+    # --compare N: N rounds of (all processes at one priority, then the platform's default), one after the other
+    settings = [background_nice] if not compare else [0, None] * compare
+    runs = [await measure(searches, concurrency, invoice_workers, nice) for nice in settings]
+    for run in runs:
+        report(run, searches, concurrency, invoice_workers)
+    if compare:
+        print("\nside by side (busy phase, ALL):")
+        for run in runs:
+            xs = [v for vs in run["busy"].values() for v in vs]
+            print(f"  nice {run['nice']:>2}: p50 {pct(xs, 50):6.1f}  p95 {pct(xs, 95):6.1f}  p99 {pct(xs, 99):6.1f} ms  ({run['posted']} invoices posted meanwhile)")
+    all_busy = [v for vs in runs[-1]["busy"].values() for v in vs]
     print(f"search_p50_ms={pct(all_busy, 50):.1f} search_p95_ms={pct(all_busy, 95):.1f} mean_ms={statistics.fmean(all_busy):.1f} target_p95_ms=50")
 
 
@@ -157,5 +180,7 @@ if __name__ == "__main__":
     parser.add_argument("--searches", type=int, default=700)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--invoice-workers", type=int, default=4)
+    parser.add_argument("--background-nice", type=int, default=None, help="CPU priority of the pipeline processes (default: the platform's, TIMBRA_BACKGROUND_NICE or 10)")
+    parser.add_argument("--compare", type=int, default=0, metavar="N", help="N rounds of: every process at nice 0, then the platform's default")
     args = parser.parse_args()
-    asyncio.run(main(args.searches, args.concurrency, args.invoice_workers))
+    asyncio.run(main(args.searches, args.concurrency, args.invoice_workers, args.background_nice, args.compare))

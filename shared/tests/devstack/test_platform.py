@@ -93,6 +93,13 @@ def test_env_overrides_and_external_servers(tmp_path: Path):
     assert cfg.env_for("smtp-sink")["TIMBRA_HTTP_PORT"] == "9025"
 
 
+def test_pipeline_processes_run_at_the_background_priority(tmp_path: Path):
+    assert {p.name for p in PROCESSES if not p.background} == {"ingress", "catalog"}
+    assert PlatformConfig.from_env({"TIMBRA_DATA_DIR": str(tmp_path)}).background_nice == 10
+    assert PlatformConfig.from_env({"TIMBRA_DATA_DIR": str(tmp_path), "TIMBRA_BACKGROUND_NICE": "0"}).background_nice == 0
+    assert PlatformConfig.from_env({"TIMBRA_DATA_DIR": str(tmp_path), "TIMBRA_BACKGROUND_NICE": "40"}).background_nice == 19
+
+
 def test_unknown_or_missing_processes_fail_early(tmp_path: Path):
     with pytest.raises(PlatformError, match="unknown"):
         PlatformConfig.for_tests(tmp_path, processes=["nope"]).selected()
@@ -141,6 +148,9 @@ async def test_platform_lifecycle_and_chaos_controls(tmp_path: Path):
             assert (await http.get(sink + "/healthz")).status_code == 200
         assert (cfg.data_dir / "traces").is_dir()
         pids = {n: p.supervisor[n].pid for n in ("mongod", "tansu", "smtp-sink")}
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pids["smtp-sink"]) == min(19, base + cfg.background_nice)
+        assert os.getpriority(os.PRIO_PROCESS, pids["mongod"]) == base
         state = json.loads(cfg.state_file.read_text())
         assert {k: v["pid"] for k, v in state["processes"].items()} == pids
 

@@ -35,6 +35,38 @@ def _start_http(sup: Supervisor, name: str, script: Path, **env) -> int:
     return port
 
 
+def _nice_of_every_thread(pid: int) -> set[int]:
+    """The nice value of each of the process's threads (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    return {int(stat.read_text().rsplit(")", 1)[1].split()[16]) for stat in Path(f"/proc/{pid}/task").glob("*/stat")}
+
+
+async def test_a_child_started_nicer_runs_below_its_sibling_in_every_thread(supervisor: Supervisor, tmp_path: Path):
+    threaded = tmp_path / "threaded_child.py"
+    threaded.write_text(textwrap.dedent('''
+        import os, threading, time
+        for _ in range(3):
+            threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+        print("threads up", flush=True)
+        time.sleep(600)
+    '''))
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    plain = supervisor.start("plain", [PY, str(threaded)], {})
+    nicer = supervisor.start("nicer", [PY, str(threaded)], {}, nice=7)
+    assert wait_until(lambda: "threads up" in (tmp_path / "logs" / "nicer.log").read_text(), 20)
+    assert wait_until(lambda: len(list(Path(f"/proc/{nicer.pid}/task").iterdir())) >= 4, 10)
+    # threads started after exec inherit the priority, not only the main thread
+    assert _nice_of_every_thread(nicer.pid) == {min(19, base + 7)}
+    assert _nice_of_every_thread(plain.pid) == {base}
+    autogroup = Path(f"/proc/{nicer.pid}/autogroup")
+    if autogroup.exists():  # the kernel schedules sessions as groups: the group's nice is what counts
+        assert autogroup.read_text().split()[-1] == "7"
+        assert Path(f"/proc/{plain.pid}/autogroup").read_text().split()[-1] == "0"
+    # a restart keeps it
+    supervisor.kill("nicer")
+    supervisor.restart("nicer")
+    assert wait_until(lambda: supervisor.pid("nicer") and _nice_of_every_thread(supervisor.pid("nicer")) == {min(19, base + 7)}, 10)
+
+
 async def test_start_healthy_kill_restart_stop_all(supervisor: Supervisor, scripts, tmp_path: Path):
     _start_http(supervisor, "a", scripts["http"], GRANDCHILD_PIDFILE=str(tmp_path / "grandchild.pid"))
     _start_http(supervisor, "b", scripts["http"])

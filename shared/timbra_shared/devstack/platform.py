@@ -46,19 +46,22 @@ class ProcessSpec:
     name: str
     module: str
     port: int  # default HTTP port (for the SMTP sink: its web port)
+    #: pipeline work that may wait for the CPU: it runs at PlatformConfig.background_nice, so that
+    #: on a saturated machine the HTTP edge and the catalog's autocomplete still answer at once
+    background: bool = False
 
 
 #: Every process `make up` launches, in start order (the seven services start together).
 PROCESSES: tuple[ProcessSpec, ...] = (
-    ProcessSpec("smtp-sink", "timbra_shared.devstack.smtp_sink", 8025),
-    ProcessSpec("sandbox-pac", "timbra_shared.sandbox_pac", 8090),
-    ProcessSpec("issuer-profile", "timbra_issuer_profile.main", 8101),
+    ProcessSpec("smtp-sink", "timbra_shared.devstack.smtp_sink", 8025, background=True),
+    ProcessSpec("sandbox-pac", "timbra_shared.sandbox_pac", 8090, background=True),
+    ProcessSpec("issuer-profile", "timbra_issuer_profile.main", 8101, background=True),
     ProcessSpec("catalog", "timbra_catalog.main", 8102),
-    ProcessSpec("cfdi-builder", "timbra_cfdi_builder.main", 8103),
-    ProcessSpec("stamping", "timbra_stamping.main", 8104),
-    ProcessSpec("cancellation", "timbra_cancellation.main", 8105),
-    ProcessSpec("billing", "timbra_billing.main", 8106),
-    ProcessSpec("notifier", "timbra_notifier.main", 8107),
+    ProcessSpec("cfdi-builder", "timbra_cfdi_builder.main", 8103, background=True),
+    ProcessSpec("stamping", "timbra_stamping.main", 8104, background=True),
+    ProcessSpec("cancellation", "timbra_cancellation.main", 8105, background=True),
+    ProcessSpec("billing", "timbra_billing.main", 8106, background=True),
+    ProcessSpec("notifier", "timbra_notifier.main", 8107, background=True),
     ProcessSpec("ingress", "timbra_shared.ingress", 8080),
 )
 SPECS: dict[str, ProcessSpec] = {p.name: p for p in PROCESSES}
@@ -72,6 +75,7 @@ DEFAULT_MONGO_PORT = 27018
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_SMTP_PORT = 1025
 DEFAULT_PARTITIONS = 6
+DEFAULT_BACKGROUND_NICE = 10
 
 
 def find_repo_root(start: Path | None = None) -> Path | None:
@@ -92,6 +96,11 @@ def _default_data_dir() -> Path:
 def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name)
     return int(value) if value else default
+
+
+def _env_nice(env: Mapping[str, str]) -> int:
+    value = env.get("TIMBRA_BACKGROUND_NICE", "").strip()
+    return min(19, max(0, int(value))) if value else DEFAULT_BACKGROUND_NICE
 
 
 def _port_env_name(process: str) -> str:
@@ -152,6 +161,9 @@ class PlatformConfig:
     #: service -> instances to run (default 1); the extra ones are named ``<service>#2``, … and
     #: join the same consumer groups (docs/scaling.md)
     instances: dict[str, int] = field(default_factory=dict)
+    #: CPU priority of the background processes (ProcessSpec.background); 0 = all equal.
+    #: TIMBRA_BACKGROUND_NICE overrides it (docs/devstack.md, "CPU priority")
+    background_nice: int = field(default_factory=lambda: _env_nice(os.environ))
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -180,6 +192,7 @@ class PlatformConfig:
         kw["admin_key"] = env.get("TIMBRA_ADMIN_KEY") or None
         kw["master_key"] = env.get("TIMBRA_MASTER_KEY") or None
         kw["internal_secret"] = env.get("TIMBRA_INTERNAL_SECRET") or None
+        kw["background_nice"] = _env_nice(env)
         kw.update(overrides)
         return cls(**kw)
 
@@ -498,6 +511,7 @@ class Platform:
         return self.supervisor.start(
             name, self.config.argv_for(name), self.env_for(name),
             health_url=self.config.health_url(name), port=self.config.ports[name],
+            nice=self.config.background_nice if spec.background else 0,
         )
 
     async def _start_wave(self, wave: list[ProcessSpec]) -> None:

@@ -54,19 +54,38 @@ except (OSError, AttributeError):  # pragma: no cover - non-Linux
     _prctl = None
 
 
-def _make_preexec(parent_pid: int):
-    """Children die (SIGTERM) when the thread that spawned them dies.
+def lower_priority(nice: int) -> None:
+    """Give the calling process (and every thread it starts later) a lower CPU priority.
 
-    Only used when spawning from the main thread: PDEATHSIG fires when the *thread*
-    that forked exits, which would be wrong for short-lived worker threads.
+    With the kernel's autogroup scheduling (the default on desktop and most cloud kernels) a
+    process's nice value only ranks it against its own session's threads, and every child here
+    leads its own session; the session's group is what competes for the CPU, so its nice value
+    (``/proc/self/autogroup``) is set too. Without autogroup the plain nice value does it."""
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(nice))
+    except OSError:
+        pass
+    os.nice(nice)
+
+
+def _make_preexec(parent_pid: int, nice: int = 0):
+    """Children die (SIGTERM) when the thread that spawned them dies, and start at ``nice``.
+
+    The death signal is only set when spawning from the main thread: PDEATHSIG fires when the
+    *thread* that forked exits, which would be wrong for short-lived worker threads.
     """
-    if _prctl is None or threading.current_thread() is not threading.main_thread():
+    watch_parent = _prctl is not None and threading.current_thread() is threading.main_thread()
+    if not watch_parent and nice <= 0:
         return None
 
-    def preexec() -> None:  # runs in the child between fork and exec
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:  # parent already gone
-            os._exit(1)
+    def preexec() -> None:  # runs in the child between fork and exec, after setsid()
+        if watch_parent:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent_pid:  # parent already gone
+                os._exit(1)
+        if nice > 0:
+            lower_priority(nice)
 
     return preexec
 
@@ -181,6 +200,7 @@ class ManagedProcess:
     health_url: str | None = None
     port: int | None = None
     tier: int = 1  # higher tiers are stopped first (services before databases)
+    nice: int = 0  # CPU priority below the default (see Platform: background processes)
     popen: subprocess.Popen | None = field(default=None, repr=False)
     started_at: float = 0.0
     restarts: int = 0
@@ -199,6 +219,7 @@ class ManagedProcess:
         health_url: str | None = None,
         port: int | None = None,
         tier: int = 1,
+        nice: int = 0,
         inherit_env: bool = True,
     ) -> "ManagedProcess":
         full_env = dict(os.environ) if inherit_env else {}
@@ -213,6 +234,7 @@ class ManagedProcess:
             health_url=health_url,
             port=port,
             tier=tier,
+            nice=nice,
         )
         mp._launch()
         return mp
@@ -230,7 +252,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_make_preexec(os.getpid()),
+                preexec_fn=_make_preexec(os.getpid(), self.nice),
                 close_fds=True,
             )
         self.started_at = time.monotonic()
@@ -392,6 +414,7 @@ class Supervisor:
         cwd: str | os.PathLike | None = None,
         port: int | None = None,
         tier: int = 1,
+        nice: int = 0,
     ) -> ManagedProcess:
         with self._lock:
             old = self._procs.get(name)
@@ -408,6 +431,7 @@ class Supervisor:
                 health_url=health_url,
                 port=port,
                 tier=tier,
+                nice=nice,
             )
             self._procs[name] = mp
             self._write_state()
