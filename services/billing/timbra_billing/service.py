@@ -3,10 +3,11 @@
 
 import calendar
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from timbra_billing.adapters.repository import CreditRepository
+from timbra_billing.adapters.repository import CreditRepository, LedgerLine
 from timbra_billing.domain.ledger import BALANCE_FIELDS, NO_CREDITS_CODE, NO_CREDITS_MESSAGE, Entry, balanced, from_sums, mismatch
 from timbra_shared.errors import ApiError
 from timbra_shared.events import ErrorDetail, InvoiceFunded, InvoiceRejected, InvoiceSealed, InvoiceStamped, InvoiceStampFailed, NotificationRequested
@@ -17,6 +18,7 @@ from timbra_shared.mongo import Store, Transaction, Unit
 
 log = get_logger(__name__)
 
+S = TypeVar("S")
 DEFAULT_ALERT_THRESHOLD = 10
 EXPIRY_ACTOR = "system:expiry"
 
@@ -34,6 +36,41 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
 
 
+class _PerAttempt(Generic[S]):
+    """State that the units of one batch transaction share. MongoDB may run a transaction's
+    callback again (a transient error), and the new attempt must start from nothing."""
+
+    def __init__(self, make: Callable[[], S]) -> None:
+        self.make = make
+        self.tx: Transaction | None = None
+        self.state: S | None = None
+
+    def of(self, tx: Transaction) -> S:
+        if tx is not self.tx:
+            self.tx, self.state = tx, self.make()
+        return self.state  # type: ignore[return-value]
+
+    def current(self, tx: Transaction) -> S | None:
+        return self.state if tx is self.tx else None
+
+
+@dataclass
+class _Reserving:
+    loaded: bool = False
+    held: set[str] = field(default_factory=set)  # invoices that hold a reservation
+    credit: dict[str, list[list[Any]]] = field(default_factory=dict)  # issuer -> [[package id, credits left]] in FIFO order
+    lines: list[LedgerLine] = field(default_factory=list)
+    reservations: list[dict[str, Any]] = field(default_factory=list)
+
+    def take(self, issuer_id: str) -> str | None:
+        """One credit from the issuer's first package that has one left (FIFO), or None."""
+        for package in self.credit.get(issuer_id, []):
+            if package[1] > 0:
+                package[1] -= 1
+                return package[0]
+        return None
+
+
 class CreditGate:
     def __init__(self, *, store: Store, repo: CreditRepository, directory: Directory | None = None) -> None:
         self.store = store
@@ -43,44 +80,88 @@ class CreditGate:
     # ------------------------------------------------------------------ the gate
 
     async def reserve(self, event: InvoiceSealed) -> None:
-        await self.store.transact(self._reserving(event), dedupe=f"{event.event_type}:{event.invoice_id}")
+        await self.reserve_many([event])
 
     async def reserve_many(self, events: list[InvoiceSealed]) -> None:
-        """Reserve the credits of a consumed batch in one transaction (each event keeps its dedupe)."""
-        await self.store.transact_many([Unit(self._reserving(e), dedupe=f"{e.event_type}:{e.invoice_id}", trace=trace_of(e)) for e in events])
+        """Reserve the credits of a consumed batch in one transaction, each event keeping its own
+        dedupe key and trace. The batch's reservations and packages are read once, each invoice
+        takes a credit from its issuer's FIFO package in memory, and the moves are written per
+        package and per account at the end (``record_many``): a handful of round trips per batch
+        rather than six per invoice."""
+        attempt: _PerAttempt[_Reserving] = _PerAttempt(_Reserving)
+        invoice_ids = [e.invoice_id for e in events]
+        issuer_ids = sorted({e.issuer_id for e in events})
+
+        async def loaded(tx: Transaction) -> _Reserving:
+            batch = attempt.of(tx)
+            if not batch.loaded:
+                batch.held = await self.repo.reservations_of(invoice_ids, tx.session)
+                for package in await self.repo.usable_packages(issuer_ids, utcnow(), tx.session):
+                    batch.credit.setdefault(package["issuer_id"], []).append([package["_id"], int(package["available"])])
+                batch.loaded = True
+            return batch
+
+        def reserving(event: InvoiceSealed) -> Callable[[Transaction], Awaitable[None]]:
+            async def work(tx: Transaction) -> None:
+                batch = await loaded(tx)
+                if event.invoice_id in batch.held:
+                    return
+                package_id = batch.take(event.issuer_id)
+                if package_id is None:
+                    tx.emit(InvoiceRejected(
+                        invoice_id=event.invoice_id, issuer_id=event.issuer_id, stage="sealed", service="billing",
+                        message=NO_CREDITS_MESSAGE, errors=[ErrorDetail(code=NO_CREDITS_CODE, message=NO_CREDITS_MESSAGE)],
+                    ))
+                    return
+                reservation_id = new_id("res_")
+                batch.held.add(event.invoice_id)
+                batch.lines.append(LedgerLine(event.issuer_id, Entry.RESERVE, 1, package_id, "timbrado de factura", "pipeline", event.invoice_id))
+                batch.reservations.append({
+                    "_id": event.invoice_id, "reservation_id": reservation_id, "issuer_id": event.issuer_id,
+                    "package_id": package_id, "state": "reserved", "at": utcnow(),
+                })
+                tx.emit(InvoiceFunded(invoice_id=event.invoice_id, issuer_id=event.issuer_id, summary=event.summary, xml=event.xml, reservation_id=reservation_id))
+
+            return work
+
+        async def write(tx: Transaction) -> None:
+            batch = attempt.current(tx)
+            if batch is None or not batch.lines:
+                return
+            accounts = await self.repo.record_many(tx.session, batch.lines)
+            await self.repo.insert_reservations(batch.reservations, tx.session)
+            for issuer_id in sorted({line.issuer_id for line in batch.lines}):
+                taken = sum(1 for line in batch.lines if line.issuer_id == issuer_id)
+                await self._alerts_after(tx, accounts[issuer_id], taken)
+
+        units = [Unit(reserving(e), dedupe=f"{e.event_type}:{e.invoice_id}", trace=trace_of(e)) for e in events]
+        await self.store.transact_many([*units, Unit(write)])
 
     async def commit_many(self, events: list[InvoiceStamped]) -> None:
-        await self.store.transact_many([
-            Unit(self._settling(e.invoice_id, e.issuer_id, "committed", Entry.COMMIT), dedupe=f"{e.event_type}:{e.invoice_id}", trace=trace_of(e)) for e in events
-        ])
+        """Move the batch's reservations to consumed, in one transaction: the reservations are
+        settled with one query and the moves written per package and per account."""
+        attempt: _PerAttempt[list[str]] = _PerAttempt(list)
 
-    def _reserving(self, event: InvoiceSealed) -> Callable[[Transaction], Awaitable[None]]:
-        async def work(tx: Transaction) -> None:
-            if await self.repo.reservation(event.invoice_id, session=tx.session):
-                return
-            package = await self.repo.first_package(event.issuer_id, utcnow(), tx.session)
-            if package is None:
-                tx.emit(InvoiceRejected(
-                    invoice_id=event.invoice_id, issuer_id=event.issuer_id, stage="sealed", service="billing",
-                    message=NO_CREDITS_MESSAGE, errors=[ErrorDetail(code=NO_CREDITS_CODE, message=NO_CREDITS_MESSAGE)],
-                ))
-                return
-            account = await self.repo.record(
-                tx.session, event.issuer_id, Entry.RESERVE, 1, package_id=package["_id"],
-                reason="timbrado de factura", actor="pipeline", invoice_id=event.invoice_id,
-            )
-            reservation_id = new_id("res_")
-            await self.repo.insert_reservation(
-                {"_id": event.invoice_id, "reservation_id": reservation_id, "issuer_id": event.issuer_id, "package_id": package["_id"], "state": "reserved", "at": utcnow()},
-                session=tx.session,
-            )
-            tx.emit(InvoiceFunded(invoice_id=event.invoice_id, issuer_id=event.issuer_id, summary=event.summary, xml=event.xml, reservation_id=reservation_id))
-            await self._alerts(tx, account)
+        def committing(event: InvoiceStamped) -> Callable[[Transaction], Awaitable[None]]:
+            async def work(tx: Transaction) -> None:
+                attempt.of(tx).append(event.invoice_id)
 
-        return work
+            return work
+
+        async def write(tx: Transaction) -> None:
+            invoice_ids = attempt.current(tx)
+            if not invoice_ids:
+                return
+            settled = await self.repo.settle_many(invoice_ids, "committed", tx.session)
+            lines = [LedgerLine(r["issuer_id"], Entry.COMMIT, 1, r["package_id"], "factura timbrada", "pipeline", r["_id"]) for r in settled]
+            if lines:
+                await self.repo.record_many(tx.session, lines)
+
+        units = [Unit(committing(e), dedupe=f"{e.event_type}:{e.invoice_id}", trace=trace_of(e)) for e in events]
+        await self.store.transact_many([*units, Unit(write)])
 
     async def commit(self, event: InvoiceStamped) -> None:
-        await self._settle(event.event_type, event.invoice_id, event.issuer_id, "committed", Entry.COMMIT)
+        await self.commit_many([event])
 
     async def release(self, event: InvoiceStampFailed) -> None:
         await self._settle(event.event_type, event.invoice_id, event.issuer_id, "released", Entry.RELEASE)
@@ -191,6 +272,17 @@ class CreditGate:
     async def set_alerts(self, issuer_id: str, threshold: int, emails: list[str] | None) -> dict[str, Any]:
         account = await self.repo.set_alerts(issuer_id, threshold, emails)
         return {"threshold": account.get("alert_threshold", DEFAULT_ALERT_THRESHOLD), "emails": account.get("alert_emails") or []}
+
+    async def _alerts_after(self, tx: Transaction, account: dict[str, Any], taken: int) -> None:
+        """``_alerts`` after ``taken`` credits left at once: the low-balance email the balance
+        passed on its way down is sent as if they had left one by one (with the first level below
+        the threshold), then the final level's."""
+        threshold = int(account.get("alert_threshold", DEFAULT_ALERT_THRESHOLD))
+        available = int(account.get("available", 0))
+        first_below = min(available + taken - 1, threshold - 1)
+        if first_below > max(available, 0):
+            await self._alerts(tx, {**account, "available": first_below})
+        await self._alerts(tx, account)
 
     async def _alerts(self, tx: Transaction, account: dict[str, Any]) -> None:
         """After credits went down: email once when the balance falls below the issuer's threshold

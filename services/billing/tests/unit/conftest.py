@@ -1,7 +1,7 @@
 """Hand-written fakes of billing's ports, for unit tests of ``CreditGate``.
 
-``FakeStore.transact`` runs the work with a ``FakeTransaction`` that records emitted events and
-honours ``dedupe`` like the real store; a unit of work that raises leaves no trace (the fake
+``FakeStore`` is the project's (``timbra_shared.testing``): it records emitted events and honours
+``dedupe`` like the real store; here a unit of work that raises also leaves no trace (the fake
 repository snapshots its state and restores it, as an aborted MongoDB transaction would).
 ``FakeCreditRepository`` keeps accounts, packages, the ledger and reservations in dicts; ``record``
 applies the domain's ``effect`` to the package and the account (what ``$inc`` does in MongoDB)
@@ -15,53 +15,40 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from timbra_billing.adapters.repository import LedgerConflict
 from timbra_billing.domain.ledger import BALANCE_FIELDS, Entry, effect, guard_for
 from timbra_billing.service import CreditGate
 from timbra_shared.ids import new_id, utcnow
-from timbra_shared.mongo import DUPLICATE
+from timbra_shared.testing import FakeStore as SharedFakeStore
 
 
-class FakeSession:
-    pass
+class FakeStore(SharedFakeStore):
+    """The project's fake store, plus what an aborted MongoDB transaction does to billing's fake
+    repository (its state is restored) and the outbox's unique event ids (a repeat aborts)."""
 
-
-class FakeTransaction:
-    def __init__(self) -> None:
-        self.session = FakeSession()
-        self.staged: list[BaseModel] = []
-
-    def emit(self, event: BaseModel, *, key: str | None = None) -> None:
-        self.staged.append(event)
-
-
-class FakeStore:
     def __init__(self, repo: FakeCreditRepository | None = None) -> None:
-        self.processed: set[str] = set()
-        self.emitted: list[BaseModel] = []
-        self.sessions: list[FakeSession] = []
+        super().__init__()
         self.repo = repo
 
     async def transact(self, work, *, dedupe: str | None = None):
-        if dedupe is not None and dedupe in self.processed:
-            return DUPLICATE
-        tx = FakeTransaction()
-        self.sessions.append(tx.session)
+        return await self._atomically(super().transact(work, dedupe=dedupe))
+
+    async def transact_many(self, units):
+        return await self._atomically(super().transact_many(units))
+
+    async def _atomically(self, call):
         snapshot = self.repo.snapshot() if self.repo else None
+        before = len(self.emitted)
         try:
-            result = await work(tx)
+            result = await call
         except BaseException:
             if self.repo:
                 self.repo.restore(snapshot)
             raise
-        if dedupe is not None:
-            self.processed.add(dedupe)
-        ids = [getattr(e, "event_id", None) for e in self.emitted]
-        for event in tx.staged:  # the outbox's _id is the event id: a repeat would abort the commit
+        ids = [getattr(e, "event_id", None) for e in self.emitted[:before]]
+        for event in self.emitted[before:]:
             assert getattr(event, "event_id", None) not in ids, f"duplicate event id {event.event_id}"
-        self.emitted.extend(tx.staged)
         return result
 
 
@@ -80,6 +67,7 @@ class FakeCreditRepository:
         self.ledger: list[dict[str, Any]] = []
         self.reservations: dict[str, dict[str, Any]] = {}
         self.sessions_seen: list[Any] = []
+        self.round_trips = 0  # of the batch methods, as the real repository would make them
 
     def snapshot(self) -> tuple:
         return copy.deepcopy((self.accounts, self.packages, self.ledger, self.reservations))
@@ -162,6 +150,43 @@ class FakeCreditRepository:
         self.sessions_seen.append(session)
         assert doc["_id"] not in self.reservations, "duplicate reservation"
         self.reservations[doc["_id"]] = copy.deepcopy(doc)
+
+    async def reservations_of(self, invoice_ids, session) -> set[str]:
+        self.sessions_seen.append(session)
+        self.round_trips += 1
+        return {i for i in invoice_ids if i in self.reservations}
+
+    async def insert_reservations(self, docs, session) -> None:
+        self.round_trips += 1
+        for doc in docs:
+            await self.insert_reservation(doc, session)
+
+    async def usable_packages(self, issuer_ids, now: datetime, session):
+        self.sessions_seen.append(session)
+        self.round_trips += 1
+        live = [p for p in self.packages.values() if p["issuer_id"] in issuer_ids and p["available"] >= 1 and p["expires_at"] > now]
+        return [copy.deepcopy(p) for p in sorted(live, key=lambda p: (p["expires_at"], p["_id"]))]
+
+    async def record_many(self, session, lines) -> dict[str, dict[str, Any]]:
+        """One entry at a time through ``record``'s rules (the real one sums them per package and per
+        account, with the same guards, and aborts as a whole)."""
+        self.round_trips += 4
+        accounts = {}
+        for line in lines:
+            accounts[line.issuer_id] = await self.record(
+                session, line.issuer_id, line.entry, line.quantity, package_id=line.package_id, reason=line.reason,
+                actor=line.actor, invoice_id=line.invoice_id, ref=line.reference, expires_at=line.expires_at,
+            )
+        return accounts
+
+    async def settle_many(self, invoice_ids, state: str, session):
+        self.round_trips += 2
+        settled = []
+        for invoice_id in invoice_ids:
+            before = await self.settle(invoice_id, state, session)
+            if before:
+                settled.append(before)
+        return settled
 
     async def settle(self, invoice_id: str, state: str, session):
         self.sessions_seen.append(session)

@@ -1,11 +1,14 @@
 """MongoDB repositories of billing: accounts (running totals), credit packages (running totals per
 package), the append-only ledger, and reservations."""
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from timbra_billing.domain.ledger import BALANCE_FIELDS, Entry, effect, guard_for
@@ -14,6 +17,39 @@ from timbra_shared.ids import new_id, utcnow
 
 class LedgerConflict(RuntimeError):
     """A move would drive a running total negative: the books and the request disagree."""
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One ledger entry to record (``CreditRepository.record_many``)."""
+
+    issuer_id: str
+    entry: Entry
+    quantity: int
+    package_id: str
+    reason: str
+    actor: str
+    invoice_id: str | None = None
+    reference: str | None = None
+    expires_at: datetime | None = None
+
+
+def ledger_entry(line: LedgerLine) -> dict[str, Any]:
+    return {
+        "_id": new_id("led_"), "issuer_id": line.issuer_id, "entry": line.entry.value, "quantity": line.quantity,
+        "package_id": line.package_id, "reason": line.reason, "actor": line.actor, "invoice_id": line.invoice_id,
+        "reference": line.reference, "expires_at": line.expires_at, "at": utcnow(),
+    }
+
+
+async def _apply_guarded(collection: AsyncCollection, session: AsyncClientSession, targets: list[tuple[dict[str, Any], dict[str, int]]]) -> None:
+    """``$inc`` each target's moves, provided no total would go negative; else ``LedgerConflict``."""
+    if not targets:
+        return
+    ops = [UpdateOne({**where, **{name: {"$gte": -delta} for name, delta in moves.items() if delta < 0}}, {"$inc": moves}) for where, moves in targets]
+    result = await collection.bulk_write(ops, ordered=True, session=session)
+    if result.matched_count != len(ops):
+        raise LedgerConflict(f"{collection.name}: {len(ops) - result.matched_count} of {len(ops)} cannot take these moves")
 
 
 class CreditRepository:
@@ -128,20 +164,26 @@ class CreditRepository:
         )
         if account is None:
             raise LedgerConflict(f"account {issuer_id} cannot take {entry.value} {quantity}")
-        await self.ledger.insert_one({
-            "_id": new_id("led_"),
-            "issuer_id": issuer_id,
-            "entry": entry.value,
-            "quantity": quantity,
-            "package_id": package_id,
-            "reason": reason,
-            "actor": actor,
-            "invoice_id": invoice_id,
-            "reference": ref,
-            "expires_at": expires_at,
-            "at": utcnow(),
-        }, session=session)
+        await self.ledger.insert_one(ledger_entry(LedgerLine(issuer_id, entry, quantity, package_id, reason, actor, invoice_id, ref, expires_at)), session=session)
         return account
+
+    async def record_many(self, session: AsyncClientSession, lines: Sequence[LedgerLine]) -> dict[str, dict[str, Any]]:
+        """``record`` for many entries in a handful of round trips: the moves are summed per package
+        and per account (one guarded ``$inc`` each, in two bulk writes) and the entries inserted
+        together. Only for moves on existing accounts that take something (reserve, commit,
+        release…): a guard that does not hold raises ``LedgerConflict`` and the transaction aborts.
+        Returns the accounts after the moves, by issuer."""
+        per_package: dict[tuple[str, str], dict[str, int]] = {}
+        per_account: dict[str, dict[str, int]] = {}
+        for line in lines:
+            for name, delta in effect(line.entry, line.quantity).items():
+                for totals in (per_package.setdefault((line.package_id, line.issuer_id), {}), per_account.setdefault(line.issuer_id, {})):
+                    totals[name] = totals.get(name, 0) + delta
+        await _apply_guarded(self.packages, session, [({"_id": package_id, "issuer_id": issuer_id}, moves) for (package_id, issuer_id), moves in per_package.items()])
+        await _apply_guarded(self.accounts, session, [({"_id": issuer_id}, moves) for issuer_id, moves in per_account.items()])
+        if lines:
+            await self.ledger.insert_many([ledger_entry(line) for line in lines], session=session)
+        return {doc["_id"]: doc for doc in await self.accounts.find({"_id": {"$in": list(per_account)}}, session=session).to_list(None)}
 
     async def bump_generation(self, issuer_id: str, session: AsyncClientSession) -> None:
         """New credit re-arms the low-balance alerts."""
@@ -170,9 +212,34 @@ class CreditRepository:
     async def insert_reservation(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
         await self.reservations.insert_one(doc, session=session)
 
+    async def reservations_of(self, invoice_ids: Sequence[str], session: AsyncClientSession) -> set[str]:
+        """Which of these invoices already hold a reservation (in any state)."""
+        return {doc["_id"] for doc in await self.reservations.find({"_id": {"$in": list(invoice_ids)}}, projection={"_id": 1}, session=session).to_list(None)}
+
+    async def insert_reservations(self, docs: Sequence[dict[str, Any]], session: AsyncClientSession) -> None:
+        if docs:
+            await self.reservations.insert_many(list(docs), session=session)
+
+    async def usable_packages(self, issuer_ids: Sequence[str], now: datetime, session: AsyncClientSession) -> list[dict[str, Any]]:
+        """Every unexpired package with credit of these issuers, in FIFO order (``first_package``'s order)."""
+        return await self.packages.find(
+            {"issuer_id": {"$in": list(issuer_ids)}, "available": {"$gte": 1}, "expires_at": {"$gt": now}},
+            projection={"_id": 1, "issuer_id": 1, "available": 1},
+            sort=[("expires_at", ASCENDING), ("_id", ASCENDING)],
+            session=session,
+        ).to_list(None)
+
     async def settle(self, invoice_id: str, state: str, session: AsyncClientSession) -> dict[str, Any] | None:
         return await self.reservations.find_one_and_update(
             {"_id": invoice_id, "state": "reserved"},
             {"$set": {"state": state, "settled_at": utcnow()}},
             session=session,
         )
+
+    async def settle_many(self, invoice_ids: Sequence[str], state: str, session: AsyncClientSession) -> list[dict[str, Any]]:
+        """``settle`` for many: the reservations among these still ``reserved`` (as they were), now ``state``."""
+        where = {"_id": {"$in": list(invoice_ids)}, "state": "reserved"}
+        reserved = await self.reservations.find(where, session=session).to_list(None)
+        if reserved:
+            await self.reservations.update_many({"_id": {"$in": [r["_id"] for r in reserved]}, "state": "reserved"}, {"$set": {"state": state, "settled_at": utcnow()}}, session=session)
+        return reserved
