@@ -2,6 +2,7 @@
 (grants, adjustments, expiry with FIFO consumption), low-balance alerts and the books check."""
 
 import calendar
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,8 +131,7 @@ class CreditGate:
                 return
             accounts = await self.repo.record_many(tx.session, batch.lines)
             await self.repo.insert_reservations(batch.reservations, tx.session)
-            for issuer_id in sorted({line.issuer_id for line in batch.lines}):
-                taken = sum(1 for line in batch.lines if line.issuer_id == issuer_id)
+            for issuer_id, taken in sorted(Counter(line.issuer_id for line in batch.lines).items()):
                 await self._alerts_after(tx, accounts[issuer_id], taken)
 
         units = [Unit(reserving(e), dedupe=f"{e.event_type}:{e.invoice_id}", trace=trace_of(e)) for e in events]
@@ -164,29 +164,24 @@ class CreditGate:
         await self.commit_many([event])
 
     async def release(self, event: InvoiceStampFailed) -> None:
-        await self._settle(event.event_type, event.invoice_id, event.issuer_id, "released", Entry.RELEASE)
+        """Give the reserved credit back; a credit returned after its package ended expires at once."""
+        invoice_id, issuer_id = event.invoice_id, event.issuer_id
 
-    async def _settle(self, event_type: str, invoice_id: str, issuer_id: str, state: str, entry: Entry) -> None:
-        await self.store.transact(self._settling(invoice_id, issuer_id, state, entry), dedupe=f"{event_type}:{invoice_id}")
-
-    def _settling(self, invoice_id: str, issuer_id: str, state: str, entry: Entry) -> Callable[[Transaction], Awaitable[None]]:
         async def work(tx: Transaction) -> None:
-            reservation = await self.repo.settle(invoice_id, state, session=tx.session)
+            reservation = await self.repo.settle(invoice_id, "released", session=tx.session)
             if not reservation:
                 return
             package_id = reservation["package_id"]
-            reason = "factura timbrada" if entry is Entry.COMMIT else "timbrado fallido: se devuelve el crédito"
-            await self.repo.record(tx.session, issuer_id, entry, 1, package_id=package_id, reason=reason, actor="pipeline", invoice_id=invoice_id)
-            if entry is Entry.RELEASE:
-                package = await self.repo.package(package_id, session=tx.session)
-                if package and package["expires_at"] <= utcnow():
-                    account = await self.repo.record(
-                        tx.session, issuer_id, Entry.EXPIRE, 1, package_id=package_id,
-                        reason="crédito devuelto después del vencimiento del paquete", actor=EXPIRY_ACTOR, invoice_id=invoice_id,
-                    )
-                    await self._alerts(tx, account)
+            await self.repo.record(tx.session, issuer_id, Entry.RELEASE, 1, package_id=package_id, reason="timbrado fallido: se devuelve el crédito", actor="pipeline", invoice_id=invoice_id)
+            package = await self.repo.package(package_id, session=tx.session)
+            if package and package["expires_at"] <= utcnow():
+                account = await self.repo.record(
+                    tx.session, issuer_id, Entry.EXPIRE, 1, package_id=package_id,
+                    reason="crédito devuelto después del vencimiento del paquete", actor=EXPIRY_ACTOR, invoice_id=invoice_id,
+                )
+                await self._alerts(tx, account)
 
-        return work
+        await self.store.transact(work, dedupe=f"{event.event_type}:{invoice_id}")
 
     # ------------------------------------------------------------------ packages
 

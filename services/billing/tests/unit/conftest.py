@@ -142,24 +142,17 @@ class FakeCreditRepository:
     async def mark_package_expired(self, package_id: str, session) -> None:
         self.packages[package_id]["expired_at"] = utcnow()
 
-    async def reservation(self, invoice_id: str, session=None):
-        doc = self.reservations.get(invoice_id)
-        return copy.deepcopy(doc) if doc else None
-
-    async def insert_reservation(self, doc: dict[str, Any], session) -> None:
-        self.sessions_seen.append(session)
-        assert doc["_id"] not in self.reservations, "duplicate reservation"
-        self.reservations[doc["_id"]] = copy.deepcopy(doc)
-
     async def reservations_of(self, invoice_ids, session) -> set[str]:
         self.sessions_seen.append(session)
         self.round_trips += 1
         return {i for i in invoice_ids if i in self.reservations}
 
     async def insert_reservations(self, docs, session) -> None:
+        self.sessions_seen.append(session)
         self.round_trips += 1
         for doc in docs:
-            await self.insert_reservation(doc, session)
+            assert doc["_id"] not in self.reservations, "duplicate reservation"
+            self.reservations[doc["_id"]] = copy.deepcopy(doc)
 
     async def usable_packages(self, issuer_ids, now: datetime, session):
         self.sessions_seen.append(session)

@@ -206,12 +206,6 @@ class CreditRepository:
     async def mark_package_expired(self, package_id: str, session: AsyncClientSession) -> None:
         await self.packages.update_one({"_id": package_id}, {"$set": {"expired_at": utcnow()}}, session=session)
 
-    async def reservation(self, invoice_id: str, session: AsyncClientSession | None = None) -> dict[str, Any] | None:
-        return await self.reservations.find_one({"_id": invoice_id}, session=session)
-
-    async def insert_reservation(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
-        await self.reservations.insert_one(doc, session=session)
-
     async def reservations_of(self, invoice_ids: Sequence[str], session: AsyncClientSession) -> set[str]:
         """Which of these invoices already hold a reservation (in any state)."""
         return {doc["_id"] for doc in await self.reservations.find({"_id": {"$in": list(invoice_ids)}}, projection={"_id": 1}, session=session).to_list(None)}
