@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from timbra_shared.cfdi import CsdError, load_csd
 from timbra_shared.cfdi.testing import make_csd, sat_serial
@@ -49,6 +50,20 @@ def test_sat_serial_shape():
 def test_wrong_password():
     cer, key = make_csd()
     assert _code(lambda: load_csd(cer, key, "incorrecta")) == CsdError.WRONG_PASSWORD
+
+
+def test_a_wrong_password_that_decrypts_to_garbage_is_still_the_password():
+    cer, key = make_csd()
+    garbled = None
+    for i in range(20_000):
+        try:
+            load_der_private_key(key, f"mala{i}".encode())
+        except ValueError as exc:
+            if "password" not in str(exc).lower():
+                garbled = f"mala{i}"
+                break
+    assert garbled, "no wrong password found that passes the padding check"
+    assert _code(lambda: load_csd(cer, key, garbled)) == CsdError.WRONG_PASSWORD
 
 
 def test_swapped_key_does_not_match_certificate():

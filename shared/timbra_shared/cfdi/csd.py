@@ -109,12 +109,24 @@ class Csd:
         return is_fiel(self.certificate)
 
 
+def _is_encrypted_pkcs8(key: bytes) -> bool:
+    try:
+        load_der_private_key(key, None)
+    except TypeError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
 def _load_key(key: bytes, password: bytes):
     try:
         return load_der_private_key(key, password)
     except ValueError as exc:
         msg = str(exc).lower()
-        if "password" in msg or "decrypt" in msg:
+        # A wrong password now and then decrypts to valid padding (about 1 in 200) and
+        # then fails as ASN.1: an encrypted key that does not open is still the password.
+        if "password" in msg or "decrypt" in msg or _is_encrypted_pkcs8(key):
             raise CsdError(CsdError.WRONG_PASSWORD, "La contraseña de la llave privada (.key) es incorrecta") from None
         der_error = exc
     except TypeError:
