@@ -52,6 +52,7 @@ class DeadLetters:
                                     buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500), registry=registry)
         # records behind the log end on the partitions this instance holds, as of its last fetched
         # batch (FastStream exports no lag; the sum over instances is the consumer group's lag)
+        self.fetch_wait = Gauge("timbra_consumer_fetch_wait_ms", "Fetch wait the pipeline's consumers use now (FetchWaitTuner)", ["service"], registry=registry)
         self.lag = Gauge("timbra_consumer_lag", "Records not yet consumed on this instance's partitions (as of its last batch)", ["service", "group", "topic"], registry=registry)
 
     def middleware(self) -> type[BaseMiddleware]:
@@ -176,6 +177,13 @@ FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_FETCH_WAIT_MS", "50"))
 # CPU was tansu answering ~40 consumers' fetches every 50 ms). Consumers of topics.BACKGROUND_TOPICS
 # only, where a few hundred ms more per hop does not matter, fetch less often.
 BACKGROUND_FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_BACKGROUND_FETCH_WAIT_MS", "500"))
+
+
+# While a process's consumers receive at least BUSY_RECORDS_PER_S records per second, its
+# short-wait consumers fetch with BUSY_FETCH_WAIT_MS instead (FetchWaitTuner): bigger batches and
+# fewer empty fetches when the CPU is what limits throughput, short hops when the platform is quiet.
+BUSY_FETCH_WAIT_MS = int(os.environ.get("TIMBRA_KAFKA_BUSY_FETCH_WAIT_MS", "200"))
+BUSY_RECORDS_PER_S = float(os.environ.get("TIMBRA_KAFKA_BUSY_RECORDS_PER_S", "10"))
 
 
 def fetch_wait_ms(topic_names: tuple[str, ...], background: bool | None = None) -> int:
@@ -483,6 +491,83 @@ def batch_subscriber(
 OFFSET_CHECK_S = float(os.environ.get("TIMBRA_OFFSET_CHECK_S", "5"))
 
 
+def _consumers_of(broker: Any) -> list[Any]:
+    found: list[Any] = []
+    for sub in broker.subscribers:
+        for consumer in getattr(sub, "consumer_subgroup", None) or [getattr(sub, "consumer", None)]:
+            if consumer is not None and consumer is not FAKE_CONSUMER and consumer not in found:
+                found.append(consumer)
+    return found
+
+
+class FetchWaitTuner:
+    """Switches the fetch wait of a process's short-wait consumers between their own (quiet) and
+    ``busy_ms`` (busy). The load is the growth of the highwater marks of the partitions they are
+    assigned, over the last ``window_s``: busy from ``busy_rate`` records/s, quiet again below half
+    of it. tansu answers an empty fetch only when its wait expires, so under load a longer wait
+    means fewer fetches and bigger batches (one transaction and one offset commit each), measured
+    1.5x throughput; on a quiet platform each hop stays within the short wait.
+
+    aiokafka reads the wait from its fetcher for every request it builds, so setting it there
+    takes effect from the next fetch."""
+
+    def __init__(self, broker: Any, *, busy_ms: int = BUSY_FETCH_WAIT_MS, busy_rate: float = BUSY_RECORDS_PER_S,
+                 window_s: float = 2.0, interval: float = 0.25, dead_letters: "DeadLetters | None" = None) -> None:
+        self.broker = broker
+        self.busy_ms = busy_ms
+        self.busy_rate = busy_rate
+        self.window_s = window_s
+        self.interval = interval
+        self.dead_letters = dead_letters
+        self.busy = False
+        self._quiet_ms: dict[int, int] = {}
+        self._samples: list[tuple[float, int]] = []
+
+    def _highwaters(self, consumers: list[Any]) -> int:
+        total = 0
+        for consumer in consumers:
+            try:
+                for tp in consumer.assignment():
+                    total += consumer.highwater(tp) or 0
+            except Exception:  # stopped or not started yet
+                continue
+        return total
+
+    def rate(self, now: float, consumers: list[Any]) -> float:
+        total = self._highwaters(consumers)
+        if self._samples and total < self._samples[-1][1]:  # a rebalance, or a broker that came back empty
+            self._samples.clear()
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+            self._samples.pop(0)
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+        return (last - first) / (t1 - t0) if t1 > t0 else 0.0
+
+    def tune_once(self, now: float) -> bool:
+        consumers = _consumers_of(self.broker)
+        rate = self.rate(now, consumers)
+        busy = rate >= (self.busy_rate / 2 if self.busy else self.busy_rate)
+        if busy != self.busy:
+            log.info("consumer.fetch_wait", busy=busy, records_per_s=round(rate, 1), wait_ms=self.busy_ms if busy else FETCH_WAIT_MS)
+        self.busy = busy
+        for consumer in consumers:
+            fetcher = getattr(consumer, "_fetcher", None)
+            if fetcher is None:
+                continue
+            quiet = self._quiet_ms.setdefault(id(consumer), fetcher._fetch_max_wait_ms)
+            if quiet < self.busy_ms:  # the background consumers' longer wait is left alone
+                fetcher._fetch_max_wait_ms = self.busy_ms if busy else quiet
+        if self.dead_letters is not None:
+            self.dead_letters.fetch_wait.labels(self.dead_letters.service).set(self.busy_ms if busy else FETCH_WAIT_MS)
+        return busy
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval)
+            self.tune_once(loop.time())
+
+
 class PastEndWatch:
     """Rewinds to the beginning (``earliest``) every assigned partition whose position is beyond
     the broker's highwater on two checks in a row; a healthy broker never shows that."""
@@ -494,12 +579,7 @@ class PastEndWatch:
         self.rewound = 0
 
     def consumers(self) -> list[Any]:
-        found: list[Any] = []
-        for sub in self.broker.subscribers:
-            for consumer in getattr(sub, "consumer_subgroup", None) or [getattr(sub, "consumer", None)]:
-                if consumer is not None and consumer is not FAKE_CONSUMER and consumer not in found:
-                    found.append(consumer)
-        return found
+        return _consumers_of(self.broker)
 
     async def check_once(self) -> int:
         suspects: set[tuple[int, TopicPartition]] = set()

@@ -15,7 +15,7 @@ from timbra_shared import topics
 from timbra_shared.events import RedriveInvoice
 from timbra_shared.http import EVENT_LOOP, create_app
 from timbra_shared.logging import configure_logging, get_logger
-from timbra_shared.messaging import PastEndWatch, make_broker, subscriber
+from timbra_shared.messaging import FetchWaitTuner, PastEndWatch, make_broker, subscriber
 from timbra_shared.mongo import Store, make_client
 from timbra_shared.outbox import Outbox
 from timbra_shared.settings import Settings
@@ -45,7 +45,10 @@ class Runtime:
         self.store = Store(self.client, self.settings.database_name, self.outbox)
         self.outbox.bind(self.store.db.outbox)
         self._startup: list[StartupHook] = [self.store.ensure_indexes]
-        self._background: list[BackgroundTask] = [PastEndWatch(self.broker).run_forever]
+        self._background: list[BackgroundTask] = [
+            PastEndWatch(self.broker).run_forever,
+            FetchWaitTuner(self.broker, dead_letters=self.dead_letters).run_forever,
+        ]
         self._tasks: list[asyncio.Task[None]] = []
         self._add_redrive()
 
