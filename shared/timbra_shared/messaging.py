@@ -503,20 +503,24 @@ def _consumers_of(broker: Any) -> list[Any]:
 class FetchWaitTuner:
     """Switches the fetch wait of a process's short-wait consumers between their own (quiet) and
     ``busy_ms`` (busy). The load is the growth of the highwater marks of the partitions they are
-    assigned, over the last ``window_s``: busy from ``busy_rate`` records/s, quiet again below half
-    of it. tansu answers an empty fetch only when its wait expires, so under load a longer wait
-    means fewer fetches and bigger batches (one transaction and one offset commit each), measured
-    1.5x throughput; on a quiet platform each hop stays within the short wait.
+    assigned: busy once it reaches ``busy_rate`` records/s over the last ``window_s``, quiet again
+    once it stays below half of that over the last ``hold_s``. The hold is there because a stage
+    receives a busy pipeline's records in waves (the one before it commits in batches), and a wait
+    that flapped with each wave kept most of the short wait's cost. tansu answers an empty fetch
+    only when its wait expires, so under load a longer wait means fewer fetches and bigger batches
+    (one transaction and one offset commit each); on a quiet platform each hop stays within the
+    short wait.
 
     aiokafka reads the wait from its fetcher for every request it builds, so setting it there
     takes effect from the next fetch."""
 
     def __init__(self, broker: Any, *, busy_ms: int = BUSY_FETCH_WAIT_MS, busy_rate: float = BUSY_RECORDS_PER_S,
-                 window_s: float = 2.0, interval: float = 0.25, dead_letters: "DeadLetters | None" = None) -> None:
+                 window_s: float = 2.0, hold_s: float = 10.0, interval: float = 0.25, dead_letters: "DeadLetters | None" = None) -> None:
         self.broker = broker
         self.busy_ms = busy_ms
         self.busy_rate = busy_rate
         self.window_s = window_s
+        self.hold_s = max(hold_s, window_s)
         self.interval = interval
         self.dead_letters = dead_letters
         self.busy = False
@@ -533,22 +537,27 @@ class FetchWaitTuner:
                 continue
         return total
 
-    def rate(self, now: float, consumers: list[Any]) -> float:
+    def _observe(self, now: float, consumers: list[Any]) -> None:
         total = self._highwaters(consumers)
         if self._samples and total < self._samples[-1][1]:  # a rebalance, or a broker that came back empty
             self._samples.clear()
         self._samples.append((now, total))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.hold_s:
             self._samples.pop(0)
-        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+
+    def rate(self, seconds: float) -> float:
+        """Records per second over (about) the last ``seconds``, from the samples taken so far."""
+        t1, last = self._samples[-1]
+        t0, first = next((t, v) for t, v in self._samples if t1 - t <= seconds + 1e-9)
         return (last - first) / (t1 - t0) if t1 > t0 else 0.0
 
     def tune_once(self, now: float) -> bool:
         consumers = _consumers_of(self.broker)
-        rate = self.rate(now, consumers)
-        busy = rate >= (self.busy_rate / 2 if self.busy else self.busy_rate)
+        self._observe(now, consumers)
+        recent = self.rate(self.window_s)
+        busy = recent >= self.busy_rate or (self.busy and self.rate(self.hold_s) >= self.busy_rate / 2)
         if busy != self.busy:
-            log.info("consumer.fetch_wait", busy=busy, records_per_s=round(rate, 1), wait_ms=self.busy_ms if busy else FETCH_WAIT_MS)
+            log.info("consumer.fetch_wait", busy=busy, records_per_s=round(recent, 1), wait_ms=self.busy_ms if busy else FETCH_WAIT_MS)
         self.busy = busy
         for consumer in consumers:
             fetcher = getattr(consumer, "_fetcher", None)

@@ -65,7 +65,7 @@ async def test_the_tuned_wait_is_the_one_the_broker_holds_and_a_flow_switches_it
 
         fetcher = broker.subscribers[0].consumer._fetcher
         fetcher._fetch_max_wait_ms = FETCH_WAIT_MS  # as the consumer started
-        tuner = FetchWaitTuner(broker, busy_ms=200, busy_rate=20, window_s=1.0, interval=0.1)
+        tuner = FetchWaitTuner(broker, busy_ms=200, busy_rate=20, window_s=1.0, hold_s=2.0, interval=0.1)
         task = asyncio.create_task(tuner.run_forever())
         try:
             await asyncio.sleep(0.5)

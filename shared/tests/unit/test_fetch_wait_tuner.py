@@ -1,6 +1,7 @@
-"""``messaging.FetchWaitTuner``: a process's short-wait consumers fetch with the busy wait while
-their partitions grow by ``busy_rate`` records/s or more, and with their own wait again once the
-flow drops below half of it; the background consumers' longer wait is never touched."""
+"""``messaging.FetchWaitTuner``: a process's short-wait consumers fetch with the busy wait once
+their partitions grow by ``busy_rate`` records/s over ``window_s``, and with their own wait again
+once the flow stays below half of that over ``hold_s``; the background consumers' longer wait is
+never touched."""
 
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +34,7 @@ class Consumer:
 
 def tuner_over(*consumers: Any, **options: Any) -> FetchWaitTuner:
     broker: Any = SimpleNamespace(subscribers=[SimpleNamespace(consumer_subgroup=[c]) for c in consumers])
+    options.setdefault("hold_s", 4.0)
     return FetchWaitTuner(broker, busy_ms=200, busy_rate=10, window_s=2.0, **options)
 
 
@@ -62,11 +64,23 @@ def test_a_flow_lengthens_the_short_waits_only_and_they_come_back_when_it_stops(
     now = flow(tuner, short, per_s=40, seconds=1, start=0)
     assert tuner.busy and short.wait_ms == 200 and background.wait_ms == BACKGROUND
     assert registry.get_sample_value("timbra_consumer_fetch_wait_ms", {"service": "cfdi-builder"}) == 200
-    now = flow(tuner, short, per_s=0, seconds=1, start=now)
-    assert tuner.busy, "the window still holds the flow"
-    flow(tuner, short, per_s=0, seconds=1.5, start=now)
+    now = flow(tuner, short, per_s=0, seconds=2.5, start=now)
+    assert tuner.busy, "held: 40 records in the last 3.5 s is more than half the busy rate"
+    flow(tuner, short, per_s=0, seconds=3, start=now)
     assert not tuner.busy and short.wait_ms == SHORT and background.wait_ms == BACKGROUND
     assert registry.get_sample_value("timbra_consumer_fetch_wait_ms", {"service": "cfdi-builder"}) == SHORT
+
+
+def test_a_flow_that_comes_in_waves_keeps_the_busy_wait() -> None:
+    consumer = Consumer(SHORT)
+    tuner = tuner_over(consumer, hold_s=10.0)
+    now, modes = 0.0, []
+    for _ in range(6):  # 47/s for a second, then nothing for three: 11.75/s on average
+        now = flow(tuner, consumer, per_s=47, seconds=1, start=now)
+        modes.append(tuner.busy)
+        now = flow(tuner, consumer, per_s=0, seconds=3, start=now)
+        modes.append(tuner.busy)
+    assert all(modes) and consumer.wait_ms == 200
 
 
 def test_between_half_and_the_busy_rate_the_mode_holds() -> None:
