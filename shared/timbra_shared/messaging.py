@@ -503,8 +503,8 @@ def _consumers_of(broker: Any) -> list[Any]:
 class FetchWaitTuner:
     """Switches the fetch wait of a process's short-wait consumers between their own (quiet) and
     ``busy_ms`` (busy). The load is the growth of the highwater marks of the partitions they are
-    assigned: busy once it reaches ``busy_rate`` records/s over the last ``window_s``, quiet again
-    once it stays below half of that over the last ``hold_s``. The hold is there because a stage
+    assigned, over the last ``window_s``: busy once it reaches ``busy_rate`` records/s, quiet again
+    once it has stayed below half of that for ``hold_s``. The hold is there because a stage
     receives a busy pipeline's records in waves (the one before it commits in batches), and a wait
     that flapped with each wave kept most of the short wait's cost. tansu answers an empty fetch
     only when its wait expires, so under load a longer wait means fewer fetches and bigger batches
@@ -520,12 +520,13 @@ class FetchWaitTuner:
         self.busy_ms = busy_ms
         self.busy_rate = busy_rate
         self.window_s = window_s
-        self.hold_s = max(hold_s, window_s)
+        self.hold_s = hold_s
         self.interval = interval
         self.dead_letters = dead_letters
         self.busy = False
         self._quiet_ms: dict[int, int] = {}
         self._samples: list[tuple[float, int]] = []
+        self._flowing_at = float("-inf")
 
     def _highwaters(self, consumers: list[Any]) -> int:
         total = 0
@@ -542,20 +543,21 @@ class FetchWaitTuner:
         if self._samples and total < self._samples[-1][1]:  # a rebalance, or a broker that came back empty
             self._samples.clear()
         self._samples.append((now, total))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= self.hold_s:
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
             self._samples.pop(0)
 
-    def rate(self, seconds: float) -> float:
-        """Records per second over (about) the last ``seconds``, from the samples taken so far."""
-        t1, last = self._samples[-1]
-        t0, first = next((t, v) for t, v in self._samples if t1 - t <= seconds + 1e-9)
+    def rate(self) -> float:
+        """Records per second over (about) the last ``window_s``."""
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
         return (last - first) / (t1 - t0) if t1 > t0 else 0.0
 
     def tune_once(self, now: float) -> bool:
         consumers = _consumers_of(self.broker)
         self._observe(now, consumers)
-        recent = self.rate(self.window_s)
-        busy = recent >= self.busy_rate or (self.busy and self.rate(self.hold_s) >= self.busy_rate / 2)
+        recent = self.rate()
+        if recent >= self.busy_rate / 2:
+            self._flowing_at = now
+        busy = recent >= self.busy_rate or (self.busy and now - self._flowing_at < self.hold_s)
         if busy != self.busy:
             log.info("consumer.fetch_wait", busy=busy, records_per_s=round(recent, 1), wait_ms=self.busy_ms if busy else FETCH_WAIT_MS)
         self.busy = busy

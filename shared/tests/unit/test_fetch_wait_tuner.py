@@ -1,6 +1,6 @@
 """``messaging.FetchWaitTuner``: a process's short-wait consumers fetch with the busy wait once
 their partitions grow by ``busy_rate`` records/s over ``window_s``, and with their own wait again
-once the flow stays below half of that over ``hold_s``; the background consumers' longer wait is
+once the flow has stayed below half of that for ``hold_s``; the background consumers' longer wait is
 never touched."""
 
 from types import SimpleNamespace
@@ -64,9 +64,9 @@ def test_a_flow_lengthens_the_short_waits_only_and_they_come_back_when_it_stops(
     now = flow(tuner, short, per_s=40, seconds=1, start=0)
     assert tuner.busy and short.wait_ms == 200 and background.wait_ms == BACKGROUND
     assert registry.get_sample_value("timbra_consumer_fetch_wait_ms", {"service": "cfdi-builder"}) == 200
-    now = flow(tuner, short, per_s=0, seconds=2.5, start=now)
-    assert tuner.busy, "held: 40 records in the last 3.5 s is more than half the busy rate"
-    flow(tuner, short, per_s=0, seconds=3, start=now)
+    now = flow(tuner, short, per_s=0, seconds=4, start=now)
+    assert tuner.busy, "held for hold_s after the flow fell under half the busy rate"
+    flow(tuner, short, per_s=0, seconds=2, start=now)
     assert not tuner.busy and short.wait_ms == SHORT and background.wait_ms == BACKGROUND
     assert registry.get_sample_value("timbra_consumer_fetch_wait_ms", {"service": "cfdi-builder"}) == SHORT
 
@@ -91,6 +91,16 @@ def test_between_half_and_the_busy_rate_the_mode_holds() -> None:
     now = flow(tuner, consumer, per_s=30, seconds=2, start=now)
     assert tuner.busy
     flow(tuner, consumer, per_s=7, seconds=4, start=now)
+    assert tuner.busy and consumer.wait_ms == 200
+
+
+def test_a_flow_that_starts_after_a_long_quiet_keeps_the_busy_wait_above_half_the_rate() -> None:
+    consumer = Consumer(SHORT)
+    tuner = tuner_over(consumer)
+    now = flow(tuner, consumer, per_s=0, seconds=20, start=0)
+    now = flow(tuner, consumer, per_s=12, seconds=2.5, start=now)
+    assert tuner.busy
+    flow(tuner, consumer, per_s=8, seconds=10, start=now)
     assert tuner.busy and consumer.wait_ms == 200
 
 
