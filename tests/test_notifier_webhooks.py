@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from timbra_notifier.domain.webhooks import sign, verify
 from timbra_shared import topics
 from timbra_shared.devstack.scenario import sample_invoice
+from timbra_shared.devstack.testing import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -89,15 +90,6 @@ async def _register(client, issuer, url: str, events=("invoice.status_changed",)
     return response.json()
 
 
-async def _until(predicate, timeout: float, interval: float = 0.25) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(interval)
-    return predicate()
-
-
 async def test_signature_scheme() -> None:
     body = b'{"id":"evt_1"}'
     header = sign("whsec_x", body, 1_700_000_000)
@@ -123,7 +115,7 @@ async def test_signed_retried_deduplicated_logged_and_replayed(client, issuer, p
         return [r for r in receiver.on(path) if r.event["data"]["invoice_id"] == invoice_id]
 
     # every status is delivered: first answered 500, then retried and answered 200
-    assert await _until(lambda: {r.event["data"]["status"] for r in of_invoice() if r.headers["timbra-attempt"] == "2"} >= set(PIPELINE), timeout=90), \
+    assert await until(lambda: {r.event["data"]["status"] for r in of_invoice() if r.headers["timbra-attempt"] == "2"} >= set(PIPELINE), timeout=90, interval=0.25), \
         sorted((r.event["data"]["status"], r.headers["timbra-attempt"]) for r in of_invoice())
     requests = of_invoice()
     by_event: dict[str, list[Received]] = {}
@@ -160,7 +152,7 @@ async def test_signed_retried_deduplicated_logged_and_replayed(client, issuer, p
     target = next(d for d in mine if d["event_id"] == emailed["id"])
     replay = await client.http.post(f"/v1/webhooks/{endpoint['id']}/deliveries/{target['id']}/replay", headers=issuer.headers)
     assert replay.status_code == 202, replay.text
-    assert await _until(lambda: len(by_event_now := [r for r in of_invoice() if r.event["id"] == emailed["id"]]) == 3 and by_event_now[-1].headers["timbra-attempt"] == "1", 20)
+    assert await until(lambda: len(by_event_now := [r for r in of_invoice() if r.event["id"] == emailed["id"]]) == 3 and by_event_now[-1].headers["timbra-attempt"] == "1", 20, interval=0.25)
     replayed = (await client.http.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=issuer.headers)).json()["data"]
     assert any(d["replay_of"] == target["id"] and d["state"] == "succeeded" for d in replayed)
 
@@ -177,7 +169,7 @@ async def test_a_dead_endpoint_does_not_delay_another_issuers_deliveries(client,
     alive = await _register(client, issuer, f"{receiver.url}/ok/{issuer.id}")
     try:
         slow_ids = [(await client.create_invoice(stuck, sample_invoice(email=None))).json()["id"] for _ in range(4)]
-        assert await _until(lambda: len(receiver.on(f"/hang/{stuck.id}")) >= 2, 60)  # the dead endpoint is now holding connections
+        assert await until(lambda: len(receiver.on(f"/hang/{stuck.id}")) >= 2, 60, interval=0.25)  # the dead endpoint is now holding connections
         started = time.monotonic()
         created = await client.create_invoice(issuer, sample_invoice(email=None))
         invoice_id = created.json()["id"]
@@ -185,7 +177,7 @@ async def test_a_dead_endpoint_does_not_delay_another_issuers_deliveries(client,
         def delivered() -> set[str]:
             return {r.event["data"]["status"] for r in receiver.on(f"/ok/{issuer.id}") if r.event["data"]["invoice_id"] == invoice_id}
 
-        assert await _until(lambda: "stamped" in delivered(), 60), delivered()
+        assert await until(lambda: "stamped" in delivered(), 60, interval=0.25), delivered()
         waited = time.monotonic() - started
         hung = receiver.on(f"/hang/{stuck.id}")
         assert len({r.event["data"]["invoice_id"] for r in hung}) <= len(slow_ids)

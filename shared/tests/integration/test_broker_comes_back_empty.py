@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from timbra_shared import topics
 from timbra_shared.devstack.servers import create_topics, free_port, start_broker
+from timbra_shared.devstack.testing import until
 from timbra_shared.events import InvoiceStampFailed
 from timbra_shared.messaging import PastEndWatch, make_broker, subscriber
 
@@ -29,15 +30,6 @@ TOPIC = topics.INVOICE_STAMP_FAILED
 GROUP = "restart-test.group"
 #: TIMBRA_TEST_PAST_END_WATCH_S=100000 shows the failure this guards against
 WATCH_INTERVAL = float(os.environ.get("TIMBRA_TEST_PAST_END_WATCH_S", "0.5"))
-
-
-async def _until(condition, timeout: float) -> bool:  # noqa: ANN001
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.2)
-    return condition()
 
 
 async def _commit(bootstrap: str, offset: int) -> None:
@@ -76,7 +68,7 @@ async def test_a_subscriber_resumes_from_the_start_of_a_broker_that_came_back_em
         await broker.start()
         for n in range(30):
             await broker.publish(InvoiceStampFailed(invoice_id=f"inv_before_{n}", issuer_id="iss_1", message="x"), TOPIC)
-        assert await _until(lambda: len(seen) == 30, 60), seen
+        assert await until(lambda: len(seen) == 30, 60, interval=0.2), seen
         await broker.stop()
 
         tansu.stop(5)
@@ -86,7 +78,7 @@ async def test_a_subscriber_resumes_from_the_start_of_a_broker_that_came_back_em
 
         await broker.start()
         await broker.publish(InvoiceStampFailed(invoice_id="inv_after", issuer_id="iss_1", message="x"), TOPIC)
-        assert await _until(lambda: "inv_after" in seen, 60), "the subscriber never read the empty broker's first record"
+        assert await until(lambda: "inv_after" in seen, 60, interval=0.2), "the subscriber never read the empty broker's first record"
         assert watch.rewound == 1
     finally:
         task.cancel()
@@ -113,7 +105,7 @@ async def test_a_partition_the_broker_comes_back_with_is_consumed_too(tmp_path: 
     try:
         await broker.start()
         await broker.publish(InvoiceStampFailed(invoice_id="inv_before", issuer_id="iss_1", message="x"), TOPIC)
-        assert await _until(lambda: seen == ["inv_before"], 60), seen
+        assert await until(lambda: seen == ["inv_before"], 60, interval=0.2), seen
         tansu.stop(5)
         tansu = await asyncio.to_thread(start_broker, port, log_path=tmp_path / "tansu-2.log")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
@@ -122,7 +114,7 @@ async def test_a_partition_the_broker_comes_back_with_is_consumed_too(tmp_path: 
         for partition in (0, 3):
             body = InvoiceStampFailed(invoice_id=f"inv_p{partition}", issuer_id="iss_1", message="x").model_dump_json().encode()
             await producer.send_and_wait(TOPIC, body, partition=partition)
-        assert await _until(lambda: {"inv_p0", "inv_p3"} <= set(seen), 60), seen
+        assert await until(lambda: {"inv_p0", "inv_p3"} <= set(seen), 60, interval=0.2), seen
     finally:
         if producer is not None:
             await producer.stop()

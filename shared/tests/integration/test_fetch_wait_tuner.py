@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from timbra_shared import topics
 from timbra_shared.devstack.servers import create_topics, free_port, start_broker
+from timbra_shared.devstack.testing import until
 from timbra_shared.events import InvoiceStampFailed
 from timbra_shared.messaging import FETCH_WAIT_MS, FetchWaitTuner, make_broker, subscriber
 
@@ -21,15 +22,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TOPIC = topics.INVOICE_STAMP_FAILED
 SLOW_MS = 1500
-
-
-async def _until(condition, timeout: float) -> bool:  # noqa: ANN001
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
 
 
 async def test_the_tuned_wait_is_the_one_the_broker_holds_and_a_flow_switches_it(tmp_path: Path) -> None:
@@ -48,7 +40,7 @@ async def test_the_tuned_wait_is_the_one_the_broker_holds_and_a_flow_switches_it
     async def hop(name: str) -> float:
         sent = loop.time()
         await broker.publish(InvoiceStampFailed(invoice_id=name, issuer_id="iss_1", message="x"), TOPIC)
-        assert await _until(lambda: name in arrived, 30), name
+        assert await until(lambda: name in arrived, 30), name
         await asyncio.sleep(0.137)  # let the next (empty) fetch start at a different phase
         return arrived[name] - sent
 
@@ -77,11 +69,11 @@ async def test_the_tuned_wait_is_the_one_the_broker_holds_and_a_flow_switches_it
                     await asyncio.sleep(1 / 60)
 
             flowing = asyncio.create_task(flow())
-            assert await _until(lambda: tuner.busy, 10), "60 records/s never made the tuner busy"
+            assert await until(lambda: tuner.busy, 10), "60 records/s never made the tuner busy"
             assert fetcher._fetch_max_wait_ms == 200
             await flowing
-            assert await _until(lambda: len([k for k in arrived if k.startswith("flow-")]) == 120, 30)
-            assert await _until(lambda: not tuner.busy, 10), "the tuner stayed busy after the flow stopped"
+            assert await until(lambda: len([k for k in arrived if k.startswith("flow-")]) == 120, 30)
+            assert await until(lambda: not tuner.busy, 10), "the tuner stayed busy after the flow stopped"
             assert fetcher._fetch_max_wait_ms == FETCH_WAIT_MS
         finally:
             task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -12,7 +13,7 @@ from .platform import Platform, PlatformConfig
 from .servers import free_port
 from .supervisor import pid_alive
 
-__all__ = ["free_port", "pid_alive", "wait_until", "wait_gone", "running_platform"]
+__all__ = ["free_port", "pid_alive", "wait_until", "until", "wait_gone", "running_platform"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
@@ -22,6 +23,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
         if predicate():
             return True
         time.sleep(interval)
+    return bool(predicate())
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """``wait_until`` for a test's event loop: the loop keeps running while it polls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
     return bool(predicate())
 
 
