@@ -4,6 +4,7 @@ cancellation by UUID, and SAT's status service served at ``/ConsultaCFDIService.
 
 import httpx
 
+from timbra_shared.pac.http import ClientPool
 from timbra_shared.pac.port import CancelResult, PacUnavailable, SatStatus, StampResult
 from timbra_shared.pac.sat_status import consulta
 from timbra_shared.pac.sw_envelope import cancel_path, parse_cancel_response, parse_stamp_response, result_from, transport_error
@@ -16,16 +17,21 @@ class SandboxPacClient:
                  status_url: str | None = None) -> None:
         self.name = name
         self._status_url = status_url or "/ConsultaCFDIService.svc"
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
-            headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+
+        def connection() -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=base_url,
+                timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
+                headers={"Authorization": f"Bearer {token}"},
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            )
+
+        self._clients = ClientPool(connection, max_connections)
 
     async def stamp(self, xml: bytes, *, idempotency_id: str) -> StampResult:
         try:
-            response = await self._client.post("/cfdi33/stamp/v4", files={"xml": ("cfdi.xml", xml, "text/xml")}, headers={"customid": idempotency_id})
+            async with self._clients.client() as client:
+                response = await client.post("/cfdi33/stamp/v4", files={"xml": ("cfdi.xml", xml, "text/xml")}, headers={"customid": idempotency_id})
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         result, _code = parse_stamp_response(response)
@@ -38,7 +44,8 @@ class SandboxPacClient:
 
     async def lookup(self, idempotency_id: str) -> StampResult | None:
         try:
-            response = await self._client.get("/cfdi33/stamp/status", params={"customid": idempotency_id})
+            async with self._clients.client() as client:
+                response = await client.get("/cfdi33/stamp/status", params={"customid": idempotency_id})
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         if response.status_code == 404:
@@ -53,13 +60,15 @@ class SandboxPacClient:
 
     async def cancel(self, rfc_emisor: str, uuid: str, motivo: str, folio_sustitucion: str | None = None) -> CancelResult:
         try:
-            response = await self._client.post(cancel_path(rfc_emisor, uuid, motivo, folio_sustitucion))
+            async with self._clients.client() as client:
+                response = await client.post(cancel_path(rfc_emisor, uuid, motivo, folio_sustitucion))
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         return parse_cancel_response(response, uuid)
 
     async def status(self, uuid: str, rfc_emisor: str, rfc_receptor: str, total: str) -> SatStatus:
-        return await consulta(self._client, self._status_url, rfc_emisor=rfc_emisor, rfc_receptor=rfc_receptor, total=total, uuid=uuid)
+        async with self._clients.client() as client:
+            return await consulta(client, self._status_url, rfc_emisor=rfc_emisor, rfc_receptor=rfc_receptor, total=total, uuid=uuid)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
