@@ -247,6 +247,8 @@ class PortalService:
                 return {**doc, "status": "failed", "message": state.get("message"), "errors": state.get("errors") or []}
             if state["status"] == "funded":
                 stamping = await self.pipeline.stamping(doc["issuer_id"], doc["_id"])
+                if stamping and stamping.get("state") == "stamped":  # the builder has not heard yet; the customer need not wait for it
+                    return {**doc, "status": "stamped", "uuid": stamping.get("uuid"), "serie": state.get("serie"), "folio": state.get("folio")}
                 if stamping and stamping.get("state") in ("pending", "dead_letter") and (stamping.get("attempts") or 0) >= 1:
                     return {**doc, "status": "waiting_sat", "message": self._waiting_message(doc)}
         except Unavailable:

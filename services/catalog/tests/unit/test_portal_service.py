@@ -329,6 +329,10 @@ async def test_an_invoice_stuck_at_the_pac_tells_the_customer_to_wait_for_sat(wo
     waiting = await service.invoice("abarrotes", result["id"], receipt=result["receipt"])
     assert waiting["status"] == "waiting_sat" and "en cuanto el SAT responda" in waiting["message"] and "juan@example.com" in waiting["message"]
     assert ("stamping", "iss_1", result["id"]) in pipeline.calls
+    pipeline.states[result["id"]] = {"status": "funded", "serie": "A", "folio": "7"}
+    pipeline.stamping_states[result["id"]] = {"state": "stamped", "attempts": 4, "uuid": "AAAA-1"}
+    stamped = await service.invoice("abarrotes", result["id"], receipt=result["receipt"])
+    assert (stamped["status"], stamped["uuid"], stamped["folio"]) == ("stamped", "AAAA-1", "7"), "stamped before the builder heard of it"
     pipeline.states[result["id"]] = {"status": "rejected", "message": "Rechazada", "errors": [{"code": "TIMBRA_TICKET_WINDOW_CLOSED", "message": "x"}]}
     assert (await service.invoice("abarrotes", result["id"], receipt=result["receipt"]))["status"] == "failed"
 
