@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import profiling
 import psutil
 from aiokafka import AIOKafkaProducer
 
@@ -266,18 +267,7 @@ class Bench:
     def profile(self, seconds: int) -> list[subprocess.Popen]:
         if not self.args.profile:
             return []
-        os.makedirs(self.args.profile, exist_ok=True)
-        spy = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "py-spy")
-        runs = []
-        for name in PROFILED:
-            proc = self.procs.procs.get(name)
-            if proc is None:
-                continue
-            pid = next((p.pid for p in [proc, *proc.children(recursive=True)] if "python" in (p.name() or "")), proc.pid)
-            out = os.path.join(self.args.profile, f"{name}.speedscope.json")
-            runs.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100", "--nonblocking",
-                                          "--format", "speedscope", "--output", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return runs
+        return profiling.record({name: self.procs.procs[name].pid for name in PROFILED if name in self.procs.procs}, self.args.profile, seconds)
 
     async def burst(self, count: int, label: str, *, profile: bool = False) -> dict[str, Any]:
         batch = self.requests(count)
@@ -416,7 +406,7 @@ async def measure(args: argparse.Namespace, extra_env: dict[str, str], label: st
                 print(f"{len(issuers)} issuers onboarded, warm-up done ({time.monotonic() - t0:.0f} s)")
                 first = out["burst"] = await bench.burst(args.invoices, "burst", profile=bool(args.profile))
                 if args.profile:
-                    summarize_profiles(args.profile)
+                    profiling.summarize(args.profile, PROFILED)
                 if not args.no_double:
                     second = out["double"] = await bench.burst(args.invoices * 2, "doubling (2N)")
                     print("\ndoubling N -> 2N:")
@@ -457,39 +447,6 @@ async def run(args: argparse.Namespace) -> None:
     if before is not None:
         side_by_side(before, after)
     print(f"throughput_stamped_per_s={after['burst']['stamped_steady']:.1f}")
-
-
-def summarize_profiles(folder: str, top: int = 12) -> None:
-    """Print each profile's functions by share of samples where they are on the stack (inclusive)
-    and at the top (self), from py-spy's speedscope JSON."""
-    import json
-
-    for name in PROFILED:
-        path = os.path.join(folder, f"{name}.speedscope.json")
-        if not os.path.exists(path):
-            continue
-        with open(path) as fh:
-            data = json.load(fh)
-        frames = data["shared"]["frames"]
-        inclusive: dict[int, float] = {}
-        own: dict[int, float] = {}
-        total = 0.0
-        for profile in data["profiles"]:
-            for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
-                total += weight
-                for index in set(stack):
-                    inclusive[index] = inclusive.get(index, 0.0) + weight
-                if stack:
-                    own[stack[-1]] = own.get(stack[-1], 0.0) + weight
-        if not total:
-            continue
-        lines = [f"\nprofile {name} ({int(total)} samples at 100 Hz, idle included):", "  self%  function"]
-        for index, weight in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-            f = frames[index]
-            lines.append(f"  {weight / total * 100:5.1f}  {f['name']} ({os.path.basename(f.get('file') or '?')}:{f.get('line', '?')})")
-        with open(os.path.join(folder, f"{name}.summary.txt"), "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        print("\n".join(lines))
 
 
 def main() -> None:

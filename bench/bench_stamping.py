@@ -1,7 +1,7 @@
 """Stamping benchmark: throughput of funded -> stamped with the real broker, the real mongod, the
 stamping service and the sandbox PAC (fast mode: no per-invoice XSD check) on loopback.
 
-    .venv/bin/python bench/bench_stamping.py [--count 3000] [--workers 32] [--consumers 1] [--instances 1] [--no-rules]
+    .venv/bin/python bench/bench_stamping.py [--count 3000] [--workers 32] [--consumers 1] [--instances 1] [--no-rules] [--profile DIR]
 
 ``--instances N`` runs N stamping processes in one consumer group (partitions are the unit of
 parallelism); their CPU is added up.
@@ -22,6 +22,7 @@ import tempfile
 import time
 from decimal import Decimal
 
+import profiling
 from aiokafka import AIOKafkaProducer
 
 from timbra_shared import topics
@@ -124,10 +125,13 @@ async def run(args: argparse.Namespace) -> None:
             await wait_stamped(db.stamps, [e.invoice_id for e in warm], timeout=120)
 
             pids = {name: [platform.pid(n) for n in platform.instances(name)] for name in ("sandbox-pac", "stamping")}
+            pids.update({name: [pid] for name in ("mongod", "tansu") if (pid := platform.pid(name))})  # absent when external
             cpu_before = {name: sum(children_cpu(pid) for pid in group) for name, group in pids.items()}
             busy_before, total_before = machine_busy()
             load_before = os.getloadavg()[0]
             t0 = time.perf_counter()
+            profiled = ("stamping", "sandbox-pac")
+            spies = profiling.record({name: pids[name][0] for name in profiled}, args.profile, args.profile_seconds, rate=200) if args.profile else []
             await publish(platform.kafka_bootstrap, measured)
             published_s = time.perf_counter() - t0
             ids = [e.invoice_id for e in measured]
@@ -144,6 +148,8 @@ async def run(args: argparse.Namespace) -> None:
             span = (last_stamp - first_accept).total_seconds()
             retried = sum(1 for j in jobs.values() if j.get("attempts", 1) > 1)
             await mongo.close()
+            for spy in spies:
+                spy.wait()
 
     cores = os.cpu_count() or 1
     machine = (busy_after - busy_before) / max(1e-9, total_after - total_before) * 100
@@ -156,8 +162,12 @@ async def run(args: argparse.Namespace) -> None:
     for name, seconds in cpu.items():
         print(f"  CPU {name:<12} {seconds:6.1f} s = {seconds / wall * 100:5.1f}% of one core, {seconds / wall / cores * 100:5.1f}% of the machine, "
               f"{seconds / args.count * 1000:.2f} ms per invoice")
+    total = sum(cpu.values())
+    print(f"  CPU all four   {total:6.1f} s = {total / args.count * 1000:.2f} ms per invoice; two cores at that cost: {cores * args.count / total:.0f}/s")
     print(f"  machine busy during the run: {machine:.0f}% of {cores} cores (includes mongod, tansu and anything else running); "
           f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}")
+    if args.profile:
+        profiling.summarize(args.profile, profiled)
     print(f"throughput_stamped_per_s={args.count / span:.1f}")
 
 
@@ -169,6 +179,8 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--instances", type=int, default=1, help="stamping processes in the consumer group")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the (first) stamping process and the sandbox PAC while the measured events flow")
+    parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument("--no-rules", dest="rules", action="store_false", help="sandbox skips the CFDI40 catalogue rules too")
     asyncio.run(run(parser.parse_args()))
 
