@@ -1,6 +1,7 @@
 """``Store.transact_many`` and ``Store.transact_grouped`` against the platform's real mongod: a
 batch commits as one transaction, each unit keeps its own dedupe, a failing unit takes nothing
-with it that it should not, and each emitted event keeps its own trace."""
+with it that it should not, each emitted event keeps its own trace, and the writes units stage
+(``Transaction.write``) go in one bulk write per collection."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -8,6 +9,8 @@ from decimal import Decimal
 
 import pytest
 import pytest_asyncio
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne, monitoring
+from pymongo.errors import BulkWriteError
 
 from timbra_shared.events import InvoiceBuilt, InvoiceSummary
 from timbra_shared.ids import new_id
@@ -94,3 +97,73 @@ async def test_group_commit_batches_concurrent_callers_and_isolates_a_failure(st
     assert max(sizes) > 1, sizes  # callers shared a transaction
     again = await store.transact_grouped(unit(store, "inv_3").work, dedupe="invoice.requested:inv_3")
     assert again is DUPLICATE
+
+
+class CommandLog(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str, int]] = []  # (command, collection, documents or updates)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if name in ("insert", "update"):
+            self.commands.append((name, event.command[name], len(event.command.get("documents", event.command.get("updates", [])))))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def staged_unit(store: Store, invoice_id: str) -> Unit:
+    async def work(tx: Transaction) -> str:
+        tx.write(store.db.stamps, InsertOne({"_id": invoice_id, "uuid": f"uuid-{invoice_id}"}))
+        tx.write(store.db.jobs, UpdateOne({"_id": invoice_id}, {"$set": {"state": "stamped"}}))
+        tx.emit(InvoiceBuilt(invoice_id=invoice_id, issuer_id="iss_1", summary=SUMMARY, xml="<x/>"))
+        return invoice_id
+
+    return Unit(work, dedupe=f"invoice.funded:{invoice_id}")
+
+
+async def test_staged_writes_of_a_group_go_in_one_bulk_write_per_collection(platform):
+    commands = CommandLog()
+    client = AsyncMongoClient(platform.mongodb_url, tz_aware=True, event_listeners=[commands])
+    db_name = f"timbra_test_staged_{new_id().lower()}"
+
+    async def publish(topic: str, payload: bytes, key: bytes, headers: dict[str, str]) -> None:
+        pass
+
+    store = Store(client, db_name, Outbox(None, publish))
+    try:
+        ids = [f"inv_{n}" for n in range(12)]
+        await store.db.jobs.insert_many([{"_id": i, "state": "pending"} for i in ids])
+        commands.commands.clear()
+
+        assert await store.transact_many([staged_unit(store, i) for i in ids]) == ids
+
+        writes = [c for c in commands.commands if c[1] in ("stamps", "jobs")]
+        assert writes == [("insert", "stamps", 12), ("update", "jobs", 12)]  # not 24 round trips
+        assert {d["_id"] async for d in store.db.stamps.find()} == set(ids)
+        assert await store.db.jobs.count_documents({"state": "stamped"}) == 12
+        assert await store.db.outbox.count_documents({}) == 12
+    finally:
+        await client.drop_database(db_name)
+        await client.close()
+
+
+async def test_a_staged_write_that_fails_at_commit_takes_the_whole_group_back(store):
+    await store.db.stamps.create_index("uuid", unique=True)
+    await store.db.stamps.insert_one({"_id": "older", "uuid": "uuid-inv_b"})  # inv_b's UUID is taken
+
+    with pytest.raises(BulkWriteError):
+        await store.transact_many([staged_unit(store, "inv_a"), staged_unit(store, "inv_b")])
+    assert await store.db.stamps.count_documents({}) == 1
+    assert await store.db.outbox.count_documents({}) == 0
+    assert await store.db.processed.count_documents({}) == 0
+
+    # grouped callers: the group fails at commit, then each unit is retried alone with its own outcome
+    a, b = await asyncio.gather(*(store.transact_grouped(staged_unit(store, i).work, dedupe=f"invoice.funded:{i}") for i in ("inv_a", "inv_b")),
+                                return_exceptions=True)
+    assert a == "inv_a" and isinstance(b, BulkWriteError)
+    assert sorted(d["_id"] for d in await store.db.stamps.find().to_list(None)) == ["inv_a", "older"]
+    assert [d["invoice_id"] for d in await store.db.outbox.find().to_list(None)] == ["inv_a"]

@@ -202,7 +202,7 @@ class StampingService:
         outcome = "recovered" if result.previous else "stamped"
 
         async def work(tx: Transaction) -> None:
-            await self.repo.insert({
+            self.repo.add({
                 "_id": event.invoice_id,
                 "issuer_id": event.issuer_id,
                 "uuid": result.uuid,
@@ -211,9 +211,9 @@ class StampingService:
                 "pac": job["pac"],
                 "recovered_previous": result.previous,
                 "stamped_at": now,
-            }, session=tx.session)
-            await self.jobs.finish(event.invoice_id, STAMPED, {"uuid": result.uuid, "updated_at": now, "finished_at": now, "attempts": job.get("attempts", 0) + 1},
-                                   {"at": now, "outcome": outcome}, session=tx.session)
+            }, tx)
+            self.jobs.finish(event.invoice_id, STAMPED, {"uuid": result.uuid, "updated_at": now, "finished_at": now, "attempts": job.get("attempts", 0) + 1},
+                             {"at": now, "outcome": outcome}, tx)
             tx.emit(InvoiceStamped(
                 invoice_id=event.invoice_id, issuer_id=event.issuer_id, summary=event.summary,
                 uuid=result.uuid, fecha_timbrado=result.fecha_timbrado, xml=result.xml.decode(), pac=job["pac"],
@@ -227,8 +227,8 @@ class StampingService:
         now = self.clock()
 
         async def work(tx: Transaction) -> None:
-            await self.jobs.finish(event.invoice_id, FAILED, {"failure": error.model_dump(), "updated_at": now, "finished_at": now},
-                                   {"at": now, "outcome": outcome, "error": f"{error.code}: {error.message}"[:300]}, session=tx.session)
+            self.jobs.finish(event.invoice_id, FAILED, {"failure": error.model_dump(), "updated_at": now, "finished_at": now},
+                             {"at": now, "outcome": outcome, "error": f"{error.code}: {error.message}"[:300]}, tx)
             tx.emit(InvoiceStampFailed(invoice_id=event.invoice_id, issuer_id=event.issuer_id, message=error.message, errors=[error]))
 
         if await self.store.transact_grouped(work, dedupe=f"{event.event_type}:{event.invoice_id}") is not DUPLICATE:
@@ -255,8 +255,8 @@ class StampingService:
         now = self.clock()
 
         async def work(tx: Transaction) -> None:
-            await self.jobs.finish(event.invoice_id, DEAD, {"attempts": attempt, "maybe_stamped": maybe, "last_error": error, "updated_at": now, "dead_at": now},
-                                   history, session=tx.session)
+            self.jobs.finish(event.invoice_id, DEAD, {"attempts": attempt, "maybe_stamped": maybe, "last_error": error, "updated_at": now, "dead_at": now},
+                             history, tx)
             tx.emit(DeadLetter(
                 service="stamping", original_topic=topics.INVOICE_FUNDED, key=event.invoice_id,
                 reason=f"{attempt} intentos de timbrado agotados; último error: {error}", error_type="StampRetriesExhausted",

@@ -42,9 +42,9 @@ class FakeStampRepository:
         doc = self.stamps.get(invoice_id)
         return copy.deepcopy(doc) if doc else None
 
-    async def insert(self, doc: dict[str, Any], session: Any) -> None:
+    def add(self, doc: dict[str, Any], tx: Any) -> None:
         assert doc["_id"] not in self.stamps, "duplicate stamp"
-        self.inserts.append((copy.deepcopy(doc), session))
+        self.inserts.append((copy.deepcopy(doc), tx.session))
         self.stamps[doc["_id"]] = copy.deepcopy(doc)
 
 
@@ -96,8 +96,8 @@ class FakeJobRepository:
         job.update(copy.deepcopy(changes), lease_owner=None, lease_until=None)
         self._history(job, history)
 
-    async def finish(self, invoice_id: str, state: str, changes: dict[str, Any], history: dict[str, Any] | None, session: Any = None) -> None:
-        self.sessions.append(session)
+    def finish(self, invoice_id: str, state: str, changes: dict[str, Any], history: dict[str, Any] | None, tx: Any) -> None:
+        self.sessions.append(tx.session)
         job = self.jobs[invoice_id]
         job.update(copy.deepcopy(changes), state=state, lease_owner=None, lease_until=None)
         self._history(job, history)

@@ -10,10 +10,11 @@
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from timbra_shared.mongo import Transaction
 
 PENDING, STAMPED, FAILED, DEAD = "pending", "stamped", "failed", "dead_letter"
 HISTORY = 20  # attempts remembered per job
@@ -32,8 +33,9 @@ class StampRepository:
             query["issuer_id"] = issuer_id
         return await self.stamps.find_one(query)
 
-    async def insert(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
-        await self.stamps.insert_one(doc, session=session)
+    def add(self, doc: dict[str, Any], tx: Transaction) -> None:
+        """Stage the stamp in ``tx`` (written with the group's others at commit)."""
+        tx.write(self.stamps, InsertOne(doc))
 
 
 class JobRepository:
@@ -101,13 +103,14 @@ class JobRepository:
             update["$push"] = {"history": {"$each": [history], "$slice": -HISTORY}}
         await self.jobs.update_one({"_id": invoice_id, "state": PENDING, "lease_owner": owner}, update)
 
-    async def finish(self, invoice_id: str, state: str, changes: dict[str, Any], history: dict[str, Any] | None, session: AsyncClientSession | None = None) -> None:
+    def finish(self, invoice_id: str, state: str, changes: dict[str, Any], history: dict[str, Any] | None, tx: Transaction) -> None:
+        """Stage the job's end in ``tx``, with its outcome (written at commit)."""
         update: dict[str, Any] = {"$set": {**changes, "state": state, "lease_owner": None, "lease_until": None}, "$unset": {"event.xml": ""} if state != DEAD else {}}
         if not update["$unset"]:
             del update["$unset"]
         if history is not None:
             update["$push"] = {"history": {"$each": [history], "$slice": -HISTORY}}
-        await self.jobs.update_one({"_id": invoice_id}, update, session=session)
+        tx.write(self.jobs, UpdateOne({"_id": invoice_id}, update))
 
     async def wake(self, pac: str, now: datetime) -> int:
         """The PAC is healthy again: every pending job of it is due now."""
