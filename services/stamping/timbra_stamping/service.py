@@ -22,7 +22,7 @@ from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from timbra_shared import topics
-from timbra_shared.cfdi import parse_xml
+from timbra_shared.cfdi.xmlparse import comprobante_attributes
 from timbra_shared.events import DeadLetter, ErrorDetail, InvoiceFunded, InvoiceStamped, InvoiceStampFailed
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
@@ -367,7 +367,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _fecha(xml: str) -> str | None:
     try:
-        return parse_xml(xml.encode()).get("Fecha")
+        return comprobante_attributes(xml.encode(), "Fecha").get("Fecha")
     except Exception:
         return None
 
@@ -375,7 +375,7 @@ def _fecha(xml: str) -> str | None:
 def deadline_of(xml: str, now: datetime) -> datetime:
     """The 72-hour deadline of a sealed CFDI (if unreadable, 72 h from now: the PAC will judge it)."""
     try:
-        root = parse_xml(xml.encode())
-        return deadline(root.get("Fecha", ""), root.get("LugarExpedicion", "06000"))
+        attributes = comprobante_attributes(xml.encode(), "Fecha", "LugarExpedicion")
+        return deadline(attributes.get("Fecha", ""), attributes.get("LugarExpedicion", "06000"))
     except Exception:
         return now + WINDOW

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 from lxml import etree
@@ -74,6 +75,32 @@ def parse_xml(data: bytes | str, *, max_bytes: int = MAX_XML_BYTES) -> etree._El
     if tree.docinfo.doctype:
         raise XmlError("xml_forbidden_dtd", "El XML contiene una declaración DOCTYPE, que no se permite")
     return root
+
+
+_COMPROBANTE_START = re.compile(rb"""<(?:[\w.-]+:)?Comprobante((?:\s+[\w.:-]+\s*=\s*(?:"[^"<]*"|'[^'<]*'))*)\s*/?>""")
+_PROLOG = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^<>]*\?>)?\s*")  # nothing but the declaration before the root
+_ATTRIBUTE = re.compile(rb"""([\w.:-]+)\s*=\s*(?:"([^"<]*)"|'([^'<]*)')""")
+
+
+def comprobante_attributes(data: bytes, *names: str) -> dict[str, str]:
+    """Some attributes of a CFDI's root ``Comprobante`` without parsing the whole document (the
+    stamping intake reads Fecha and LugarExpedicion of every funded invoice). Reads only the
+    root's start tag; falls back to the hardened :func:`parse_xml` when a value holds an entity
+    reference or the start tag cannot be read, and raises its :class:`XmlError` then."""
+    match = _COMPROBANTE_START.search(data, 0, 200_000)
+    if match is not None and _PROLOG.fullmatch(data, 0, match.start()):
+        found = {}
+        for attr in _ATTRIBUTE.finditer(match.group(1)):
+            name = attr.group(1).decode()
+            if name in names:
+                value = attr.group(2) if attr.group(2) is not None else attr.group(3)
+                if b"&" in value:
+                    break
+                found[name] = value.decode()
+        else:
+            return found
+    root = parse_xml(data)
+    return {name: root.get(name) for name in names if root.get(name) is not None}
 
 
 def as_element(xml) -> etree._Element:
