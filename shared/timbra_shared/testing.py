@@ -91,3 +91,12 @@ class FakeStore:
         self.emitted.extend(tx.staged)
         self.keys.extend(tx.keys)
         return results
+
+
+def httpx_through(monkeypatch: Any, transport: Any) -> None:
+    """Every ``httpx.AsyncClient`` created from now on sends through ``transport`` (an
+    ``httpx.MockTransport`` or ``ASGITransport``), whatever transport its caller chose."""
+    import httpx
+
+    real = httpx.AsyncClient
+    monkeypatch.setattr(httpx, "AsyncClient", lambda *args, **kwargs: real(*args, **{**kwargs, "transport": transport}))

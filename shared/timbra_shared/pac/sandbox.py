@@ -4,7 +4,7 @@ cancellation by UUID, and SAT's status service served at ``/ConsultaCFDIService.
 
 import httpx
 
-from timbra_shared.pac.http import ClientPool
+from timbra_shared.pac.http import ClientPool, Http11Transport
 from timbra_shared.pac.port import CancelResult, PacUnavailable, SatStatus, StampResult
 from timbra_shared.pac.sat_status import consulta
 from timbra_shared.pac.sw_envelope import cancel_path, parse_cancel_response, parse_stamp_response, result_from, transport_error
@@ -24,6 +24,7 @@ class SandboxPacClient:
                 timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
                 headers={"Authorization": f"Bearer {token}"},
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                transport=Http11Transport() if base_url.startswith("http://") else None,
             )
 
         self._clients = ClientPool(connection, max_connections)

@@ -2,7 +2,6 @@
 SAT side, served in-process (ASGI): requests keyed by UUID, the signed acuse, SAT's status
 service (SOAP), the acceptance rules, the receptor's answers, related documents, motive 01."""
 
-import functools
 import time
 
 import httpx
@@ -19,6 +18,7 @@ from timbra_shared.pac.sandbox import SandboxPacClient
 from timbra_shared.pac.sat_status import parse_response, request_envelope, response_envelope
 from timbra_shared.pac.sw_sapien import SwSapienClient
 from timbra_shared.sandbox_pac.app import create_app
+from timbra_shared.testing import httpx_through
 
 EMISOR, RECEPTOR = "EKU9003173C9", "URE180429TM6"
 _folio = iter(range(1, 10_000))
@@ -34,7 +34,7 @@ def csd():
 def sandbox(tmp_path, monkeypatch):
     app = create_app(str(tmp_path), token="tok", validate_xsd=False)
     transport = httpx.ASGITransport(app=app)
-    monkeypatch.setattr(httpx, "AsyncClient", functools.partial(httpx.AsyncClient, transport=transport))
+    httpx_through(monkeypatch, transport)
     return app
 
 

@@ -1,12 +1,11 @@
 """``SandboxPacClient``'s HTTP mapping, against an ``httpx.MockTransport`` (no server)."""
 
-import functools
 import json
 
 import httpx
 import pytest
 
-from timbra_stamping.adapters import sandbox_pac
+from timbra_shared.testing import httpx_through
 from timbra_stamping.adapters.sandbox_pac import SandboxPacClient
 from timbra_stamping.domain.pac import PacRejected, PacUnavailable
 
@@ -30,7 +29,7 @@ def pac_server(monkeypatch):
         return state["handler"](request)
 
     transport = httpx.MockTransport(dispatch)
-    monkeypatch.setattr(sandbox_pac.httpx, "AsyncClient", functools.partial(httpx.AsyncClient, transport=transport))
+    httpx_through(monkeypatch, transport)
     return state
 
 
