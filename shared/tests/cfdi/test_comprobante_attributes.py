@@ -62,3 +62,13 @@ def test_a_comprobante_that_is_not_the_root_is_not_read_as_one():
 def test_malformed_xml_raises_the_parsers_error():
     with pytest.raises(XmlError):
         comprobante_attributes(b"<cfdi:Comprobante Fecha=", "Fecha")
+
+
+def test_an_attribute_name_inside_another_value_is_not_taken_for_it():
+    xml = b'<cfdi:Comprobante xmlns:cfdi="http://www.sat.gob.mx/cfd/4" Serie="a Fecha=" Fecha="2025-01-02T03:04:05"/>'
+    assert comprobante_attributes(xml, "Fecha") == {"Fecha": "2025-01-02T03:04:05"}
+
+
+def test_a_greater_than_sign_inside_a_value_does_not_end_the_tag():
+    xml = b'<cfdi:Comprobante xmlns:cfdi="http://www.sat.gob.mx/cfd/4" Serie="a>b" Fecha="2025-01-02T03:04:05"/>'
+    assert comprobante_attributes(xml, "Fecha", "Serie") == {"Fecha": "2025-01-02T03:04:05", "Serie": "a>b"}
