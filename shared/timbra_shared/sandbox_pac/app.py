@@ -42,7 +42,7 @@ from timbra_shared.cfdi.fecha import now_local
 from timbra_shared.cfdi.testing import make_csd
 from timbra_shared.cfdi.tfd import stamp as stamp_tfd
 from timbra_shared.pac import sat_status
-from timbra_shared.sandbox_pac.sat import Refused, Rule, SatSimulator
+from timbra_shared.sandbox_pac.sat import Refused, Rule, SatSimulator, facts_of_root
 from timbra_shared.sandbox_pac.store import StampStore
 
 RFC_PROV_CERTIF = "SAT970701NN3"
@@ -292,7 +292,7 @@ def create_app(
             "cfdi": stamped.decode(),
         }
         store.add(digest, customid, data)
-        sat.register(data["cfdi"])
+        sat.register_facts(facts_of_root(root, tfd.UUID))  # the stamped CFDI is the same document plus its TFD
         counters["stamped"] += 1
         if faults.mode == "timeout_after_stamp":
             counters["faulted"] += 1

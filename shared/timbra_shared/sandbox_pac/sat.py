@@ -54,6 +54,9 @@ class Rule:
         return rule
 
 
+_NS = {"cfdi": NS_CFDI4, "pago20": NS_PAGO20, "tfd": "http://www.sat.gob.mx/TimbreFiscalDigital"}
+
+
 class Refused(Exception):
     """SAT refuses the request: ``code`` and a Spanish message (HTTP 400 in SW's envelope)."""
 
@@ -68,19 +71,23 @@ def facts_of(xml: str) -> dict[str, Any] | None:
         root = parse_xml(xml)
     except CfdiError:
         return None
-    ns = {"cfdi": NS_CFDI4, "pago20": NS_PAGO20, "tfd": "http://www.sat.gob.mx/TimbreFiscalDigital"}
-    tfd = root.find(".//tfd:TimbreFiscalDigital", ns)
-    emisor, receptor = root.find("cfdi:Emisor", ns), root.find("cfdi:Receptor", ns)
-    if tfd is None or emisor is None or receptor is None:
+    tfd = root.find(".//tfd:TimbreFiscalDigital", _NS)
+    return None if tfd is None else facts_of_root(root, tfd.get("UUID") or "")
+
+
+def facts_of_root(root: Any, uuid: str) -> dict[str, Any] | None:
+    """:func:`facts_of` for a CFDI already parsed, stamped with ``uuid`` (the stamp endpoint's)."""
+    emisor, receptor = root.find("cfdi:Emisor", _NS), root.find("cfdi:Receptor", _NS)
+    if emisor is None or receptor is None:
         return None
     related = [
         {"uuid": (node.get("UUID") or "").upper(), "tipo": group.get("TipoRelacion", "")}
-        for group in root.findall("cfdi:CfdiRelacionados", ns)
-        for node in group.findall("cfdi:CfdiRelacionado", ns)
+        for group in root.findall("cfdi:CfdiRelacionados", _NS)
+        for node in group.findall("cfdi:CfdiRelacionado", _NS)
     ]
-    related += [{"uuid": (d.get("IdDocumento") or "").upper(), "tipo": "pago"} for d in root.iterfind(".//pago20:DoctoRelacionado", ns)]
+    related += [{"uuid": (d.get("IdDocumento") or "").upper(), "tipo": "pago"} for d in root.iterfind(".//pago20:DoctoRelacionado", _NS)]
     return {
-        "uuid": (tfd.get("UUID") or "").upper(),
+        "uuid": uuid.upper(),
         "rfc_emisor": emisor.get("Rfc", ""),
         "rfc_receptor": receptor.get("Rfc", ""),
         "tipo": root.get("TipoDeComprobante", ""),
@@ -111,7 +118,9 @@ class SatSimulator:
     # ------------------------------------------------------------------ records
 
     def register(self, xml: str, stamped_at: float | None = None) -> None:
-        facts = facts_of(xml)
+        self.register_facts(facts_of(xml), stamped_at)
+
+    def register_facts(self, facts: dict[str, Any] | None, stamped_at: float | None = None) -> None:
         if facts is None:
             return
         with self._lock:
