@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -224,3 +224,44 @@ async def test_exhausted_retries_go_to_dead_letters_and_the_operator_replays_the
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(platform.url("stamping") + "/metrics")).text
     assert 'timbra_stamps_total{outcome="dead_letter"} 1.0' in metrics
+
+
+class _ClaimedFirstBy:
+    """A ``stamp_jobs`` collection on which ``rival`` claims due jobs just before each update of
+    ours: the race two stamping instances run when both find the same oldest due jobs."""
+
+    def __init__(self, collection, rival) -> None:  # noqa: ANN001
+        self._collection, self._rival, self.rival_claims = collection, rival, []
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._collection, name)
+
+    async def update_many(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        if not self.rival_claims:
+            self.rival_claims.append(await self._rival())
+        return await self._collection.update_many(*args, **kwargs)
+
+
+async def test_an_instance_that_loses_a_claim_race_takes_the_next_due_jobs(platform):
+    from timbra_stamping.adapters.repository import PENDING, JobRepository
+
+    client = make_client(platform.mongodb_url)
+    db = client[f"timbra_test_claims_{os.getpid()}_{int(time.time())}"]
+    try:
+        now = datetime.now(UTC)
+        await db.stamp_jobs.insert_many([
+            {"_id": f"inv_{n:03}", "state": PENDING, "pac": "sandbox", "next_attempt_at": now - timedelta(seconds=100 - n), "lease_owner": None, "lease_until": None}
+            for n in range(60)
+        ])
+        ours, theirs = JobRepository(db), JobRepository(db)
+        ours.jobs = _ClaimedFirstBy(db.stamp_jobs, lambda: theirs.claim_due_many("b", now, 30, 20))
+
+        claimed = await ours.claim_due_many("a", now, 30, 20)
+
+        (rival,) = ours.jobs.rival_claims
+        assert [j["_id"] for j in rival] == [f"inv_{n:03}" for n in range(20)]  # the oldest, which we had found too
+        assert [j["_id"] for j in claimed] == [f"inv_{n:03}" for n in range(20, 40)]  # not nothing: the next due ones
+        assert await db.stamp_jobs.count_documents({"lease_owner": "a"}) == 20 and await db.stamp_jobs.count_documents({"lease_owner": "b"}) == 20
+    finally:
+        await client.drop_database(db.name)
+        await client.close()

@@ -18,6 +18,7 @@ from timbra_shared.mongo import Transaction
 
 PENDING, STAMPED, FAILED, DEAD = "pending", "stamped", "failed", "dead_letter"
 HISTORY = 20  # attempts remembered per job
+CLAIM_TRIES = 4  # claims lost to another instance before waiting for the next poll
 
 
 class StampRepository:
@@ -87,14 +88,21 @@ class JobRepository:
 
     async def claim_due_many(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[dict[str, Any]]:
         """Take up to ``limit`` due jobs under a lease in three round trips, oldest due first (a
-        backlog of thousands is claimed at the pace of the workers, not one round trip per job)."""
+        backlog of thousands is claimed at the pace of the workers, not one round trip per job).
+        Another instance may take the same oldest jobs between the find and the update; then the
+        next due ones are tried, so that an instance whose claim lost the race does not sit idle
+        until its next poll while jobs wait."""
         due = {"state": PENDING, "next_attempt_at": {"$lte": now}, "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]}
-        ids = [d["_id"] for d in await self.jobs.find(due, projection={"_id": 1}).sort("next_attempt_at", ASCENDING).limit(limit).to_list(None)]
-        if not ids:
-            return []
         until = now + timedelta(seconds=lease_s)
-        await self.jobs.update_many({**due, "_id": {"$in": ids}}, {"$set": {"lease_owner": owner, "lease_until": until}})
-        return await self.jobs.find({"_id": {"$in": ids}, "lease_owner": owner, "lease_until": until}).sort("next_attempt_at", ASCENDING).to_list(None)
+        for _ in range(CLAIM_TRIES):
+            ids = [d["_id"] for d in await self.jobs.find(due, projection={"_id": 1}).sort("next_attempt_at", ASCENDING).limit(limit).to_list(None)]
+            if not ids:
+                return []
+            await self.jobs.update_many({**due, "_id": {"$in": ids}}, {"$set": {"lease_owner": owner, "lease_until": until}})
+            claimed = await self.jobs.find({"_id": {"$in": ids}, "lease_owner": owner, "lease_until": until}).sort("next_attempt_at", ASCENDING).to_list(None)
+            if claimed:
+                return claimed
+        return []
 
     async def reschedule(self, invoice_id: str, owner: str, changes: dict[str, Any], history: dict[str, Any] | None = None) -> None:
         """Release the lease with the job's next attempt (only the lease holder may)."""
