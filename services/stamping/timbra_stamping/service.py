@@ -121,9 +121,15 @@ class StampingService:
                 "history": [],
             })
         created = await self.jobs.create_many(docs)
+        unqueued: list[str] = []
         for doc in docs:
-            if doc["_id"] in created and doc["lease_owner"] is not None and not self.queue.full():
-                self.queue.put_nowait(doc)
+            if doc["_id"] in created and doc["lease_owner"] is not None:
+                if self.queue.full():
+                    unqueued.append(doc["_id"])
+                else:
+                    self.queue.put_nowait(doc)
+        if unqueued:  # the scheduler filled the queue during the insert: any instance may claim them now, not when the lease ends
+            await self.jobs.release(unqueued, self.owner)
 
     # ------------------------------------------------------------------ one attempt
     def breaker(self, pac: str) -> CircuitBreaker:

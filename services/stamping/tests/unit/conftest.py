@@ -85,6 +85,12 @@ class FakeJobRepository:
             claimed.append(job)
         return claimed
 
+    async def release(self, invoice_ids: list[str], owner: str) -> None:
+        for invoice_id in invoice_ids:
+            job = self.jobs[invoice_id]
+            if job["state"] == PENDING and job.get("lease_owner") == owner:
+                job.update(lease_owner=None, lease_until=None)
+
     def _history(self, job: dict[str, Any], history: dict[str, Any] | None) -> None:
         if history is not None:
             job.setdefault("history", []).append(copy.deepcopy(history))

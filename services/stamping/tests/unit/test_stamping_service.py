@@ -276,3 +276,20 @@ async def test_a_job_claimed_while_the_intake_filled_the_queue_gives_its_lease_b
 async def _claim_one(claim, owner, now, lease_s):  # noqa: ANN001, ANN202
     job = await claim(owner, now, lease_s)
     return [job] if job else []
+
+
+async def test_jobs_leased_at_intake_while_the_scheduler_filled_the_queue_give_their_lease_back(stamping, jobs):
+    create = jobs.create_many
+
+    async def create_while_the_scheduler_fills_the_queue(docs):  # noqa: ANN001, ANN202
+        created = await create(docs)
+        while not stamping.queue.full():
+            stamping.queue.put_nowait({"_id": "other"})
+        return created
+
+    jobs.create_many = create_while_the_scheduler_fills_the_queue
+    await stamping.accept_many([funded("inv_a"), funded("inv_b")])
+    assert [jobs.jobs[i]["lease_owner"] for i in ("inv_a", "inv_b")] == [None, None]  # not held until the lease ends
+    while not stamping.queue.empty():
+        stamping.queue.get_nowait()
+    assert await stamping.schedule_due() == 2

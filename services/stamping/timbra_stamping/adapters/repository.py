@@ -104,6 +104,10 @@ class JobRepository:
                 return claimed
         return []
 
+    async def release(self, invoice_ids: list[str], owner: str) -> None:
+        """Give back the leases of jobs this instance holds but will not work on now."""
+        await self.jobs.update_many({"_id": {"$in": invoice_ids}, "state": PENDING, "lease_owner": owner}, {"$set": {"lease_owner": None, "lease_until": None}})
+
     async def reschedule(self, invoice_id: str, owner: str, changes: dict[str, Any], history: dict[str, Any] | None = None) -> None:
         """Release the lease with the job's next attempt (only the lease holder may)."""
         update: dict[str, Any] = {"$set": {**changes, "lease_owner": None, "lease_until": None}}
