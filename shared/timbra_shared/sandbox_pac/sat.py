@@ -117,10 +117,8 @@ class SatSimulator:
 
     # ------------------------------------------------------------------ records
 
-    def register(self, xml: str, stamped_at: float | None = None) -> None:
-        self.register_facts(facts_of(xml), stamped_at)
-
-    def register_facts(self, facts: dict[str, Any] | None, stamped_at: float | None = None) -> None:
+    def register(self, facts: dict[str, Any] | None, stamped_at: float | None = None) -> None:
+        """Keep a stamped CFDI's facts (:func:`facts_of_root`); None (not a CFDI SAT keeps) is ignored."""
         if facts is None:
             return
         with self._lock:
