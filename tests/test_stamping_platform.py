@@ -1,6 +1,6 @@
 """Stamping against the real platform (its own, module-scoped): the stored legal document, the
 status endpoint, a 307 duplicate, a permanent rejection releasing the credit, the 72-hour
-deadline, and the dead-letter command."""
+deadline, and the dead-letter command and console replay."""
 
 import asyncio
 import hashlib
@@ -224,6 +224,35 @@ async def test_exhausted_retries_go_to_dead_letters_and_the_operator_replays_the
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(platform.url("stamping") + "/metrics")).text
     assert 'timbra_stamps_total{outcome="dead_letter"} 1.0' in metrics
+
+
+async def test_the_consoles_replay_of_a_stamping_dead_letter_stamps_the_invoice(client, issuer, platform, pac, mongo):
+    await pac.put("/admin/faults", json={"mode": "outage"})
+    try:
+        state = await _one(client, issuer, until=frozenset({"funded"}))
+        deadline = time.monotonic() + 60
+        while (await mongo.stamp_jobs.find_one({"_id": state["id"]}) or {}).get("state") != "dead_letter":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+    finally:
+        await pac.put("/admin/faults", json={"mode": "none"})
+    key = await client.http.post("/v1/staff/keys", headers=client.admin, json={"role": "operator", "name": "pruebas operador"})
+    assert key.status_code == 201, key.text
+    operator = {"Authorization": f"Bearer {key.json()['key']}"}
+    letter = None
+    deadline = time.monotonic() + 60
+    while letter is None:
+        assert time.monotonic() < deadline, "the stamping dead letter reached the console's store"
+        rows = (await client.http.get("/v1/ops/dead-letters", headers=operator, params={"invoice_id": state["id"]})).json()["data"]
+        letter = next((r for r in rows if r["service"] == "stamping"), None)
+        await asyncio.sleep(0.3)
+    assert letter["original_topic"] == topics.INVOICE_FUNDED
+    replayed = await client.http.post(f"/v1/ops/dead-letters/{letter['id']}/replay", headers=operator, json={"note": "el PAC ya responde"})
+    assert replayed.status_code == 200, replayed.text
+    final = (await client.wait_final(issuer, [state["id"]], until=frozenset({"stamped", "rendered", "emailed"}), timeout=60))[state["id"]]
+    assert final["status"] in {"stamped", "rendered", "emailed"}, final
+    job = await mongo.stamp_jobs.find_one({"_id": state["id"]})
+    assert job["state"] == "stamped" and job["replays"] == 1
 
 
 class _ClaimedFirstBy:

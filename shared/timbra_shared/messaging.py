@@ -268,6 +268,16 @@ def trace_of(event: object) -> dict[str, str] | None:
     return traces.get(id(event)) if traces else None
 
 
+_batch_replays: ContextVar[dict[int, str] | None] = ContextVar("timbra_batch_replays", default=None)
+
+
+def replay_of(event: object) -> str | None:
+    """The dead letter an operator replayed as ``event``, an item of the batch being handled
+    (its ``timbra-replay-of`` header), or None for an ordinary delivery."""
+    replays = _batch_replays.get()
+    return replays.get(id(event)) if replays else None
+
+
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -313,9 +323,11 @@ class BatchConsumer:
         if not items:
             return
         dead_letters.batch_size.labels(dead_letters.service, self.group).observe(len(items))
-        spans, traces = [], {}
+        spans, traces, replays = [], {}, {}
         for _, record, event in items:
             headers = {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v) for k, v in record.headers or ()}
+            if topics.REPLAY_OF_HEADER in headers:
+                replays[id(event)] = headers[topics.REPLAY_OF_HEADER]
             span = self.tracer.start_span(f"{record.topic} process", context=extract(headers), kind=SpanKind.CONSUMER, attributes={
                 "messaging.system": "kafka", "messaging.destination.name": record.topic, "messaging.kafka.destination.partition": record.partition,
                 "messaging.kafka.message.offset": record.offset, "messaging.consumer.group.name": self.group, "messaging.batch.message_count": len(items),
@@ -323,12 +335,13 @@ class BatchConsumer:
             spans.append(span)
             with trace.use_span(span, end_on_exit=False):
                 traces[id(event)] = carrier_from_current()
-        token = _batch_traces.set(traces)
+        token, replays_token = _batch_traces.set(traces), _batch_replays.set(replays)
         structlog.contextvars.unbind_contextvars("invoice_id")
         try:
             await self._handle(message, records, items, spans, done, dead_letters)
         finally:
             _batch_traces.reset(token)
+            _batch_replays.reset(replays_token)
             structlog.contextvars.unbind_contextvars("invoice_id")
             for span in spans:
                 span.end()

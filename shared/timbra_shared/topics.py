@@ -33,6 +33,9 @@ CATALOG_TICKETS = "catalog.tickets"
 POS_TICKETS = "pos.tickets"  # keyed by issuer_id: store tickets pushed by a point-of-sale system
 
 DEAD_LETTER = "timbra.dead_letter"
+# The header an operator's replay of a dead letter carries (its id): a consumer that would
+# otherwise take the message for a repeat of one it already settled knows it was asked again.
+REPLAY_OF_HEADER = "timbra-replay-of"
 
 # Topics whose consumers can wait longer for records: issuer profiles (except where they shape
 # the next invoice: the builder's projection opts out), cancellations (SAT itself answers in

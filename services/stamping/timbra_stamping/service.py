@@ -26,7 +26,7 @@ from timbra_shared.cfdi.xmlparse import comprobante_attributes
 from timbra_shared.events import DeadLetter, ErrorDetail, InvoiceFunded, InvoiceStamped, InvoiceStampFailed
 from timbra_shared.ids import new_id, utcnow
 from timbra_shared.logging import get_logger
-from timbra_shared.messaging import trace_of
+from timbra_shared.messaging import replay_of, trace_of
 from timbra_shared.mongo import DUPLICATE, Store, Transaction
 from timbra_shared.telemetry import attached, carrier_from_current, tracer
 from timbra_stamping.adapters.repository import DEAD, FAILED, PENDING, STAMPED
@@ -121,6 +121,10 @@ class StampingService:
                 "history": [],
             })
         created = await self.jobs.create_many(docs)
+        asked_again = [event.invoice_id for event in events if event.invoice_id not in created and replay_of(event)]
+        if asked_again:  # an operator replayed the dead letter of a job that exhausted its retries: as `dlq replay` does
+            replayed = await self.jobs.replay(asked_again, now)
+            log.info("stamp.replayed", requested=len(asked_again), replayed=replayed, source="dead_letter")
         unqueued: list[str] = []
         for doc in docs:
             if doc["_id"] in created and doc["lease_owner"] is not None:

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from timbra_shared import messaging, topics
 from timbra_shared.errors import PoisonMessage, RetryLater
 from timbra_shared.events import DeadLetter, InvoiceStampFailed
-from timbra_shared.messaging import MAX_UNKNOWN_ATTEMPTS, BatchConsumer, DeadLetters, trace_of
+from timbra_shared.messaging import MAX_UNKNOWN_ATTEMPTS, BatchConsumer, DeadLetters, replay_of, trace_of
 
 TOPIC = topics.INVOICE_STAMP_FAILED
 
@@ -100,6 +100,19 @@ async def test_each_event_keeps_its_own_trace(letters):
     await consumer(handler)(batch(record(0, "inv_0"), record(1, "inv_1")), letters)
     trace_ids = [tp.split("-")[1] for tp in handler.traces]
     assert trace_ids == [f"{1:032x}", f"{2:032x}"]  # the trace of each record's headers, not the batch's
+
+
+async def test_each_event_says_whether_an_operator_replayed_it(letters):
+    seen: dict[str, str | None] = {}
+
+    async def handler(events: list[InvoiceStampFailed]) -> None:
+        seen.update({e.invoice_id: replay_of(e) for e in events})
+
+    replayed = record(1, "inv_1")
+    replayed.headers = [*replayed.headers, (topics.REPLAY_OF_HEADER, b"dl_42")]
+    await consumer(handler)(batch(record(0, "inv_0"), replayed), letters)
+    assert seen == {"inv_0": None, "inv_1": "dl_42"}
+    assert replay_of(InvoiceStampFailed(invoice_id="inv_1", issuer_id="iss_1", message="ok")) is None  # outside a batch
 
 
 async def test_a_poison_record_in_a_batch_is_dead_lettered_alone(letters):

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from timbra_shared import topics
+from timbra_shared.topics import REPLAY_OF_HEADER
 
 Partition = tuple[str, int]
 
-REPLAY_OF_HEADER = "timbra-replay-of"
 # headers the original producer set that must not travel with a replay: the replay gets its own
 _DROPPED_HEADERS = {REPLAY_OF_HEADER, "content-length"}
 MAX_PAYLOAD = 1_000_000

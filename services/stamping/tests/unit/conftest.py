@@ -91,6 +91,15 @@ class FakeJobRepository:
             if job["state"] == PENDING and job.get("lease_owner") == owner:
                 job.update(lease_owner=None, lease_until=None)
 
+    async def replay(self, invoice_ids: list[str] | None, now: datetime) -> int:
+        replayed = 0
+        for job in self.jobs.values():
+            if job["state"] == DEAD and (invoice_ids is None or job["_id"] in invoice_ids):
+                job.update(state=PENDING, attempts=0, next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now, replays=job.get("replays", 0) + 1)
+                self._history(job, {"at": now, "outcome": "replayed"})
+                replayed += 1
+        return replayed
+
     def _history(self, job: dict[str, Any], history: dict[str, Any] | None) -> None:
         if history is not None:
             job.setdefault("history", []).append(copy.deepcopy(history))

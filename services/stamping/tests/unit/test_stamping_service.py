@@ -1,9 +1,14 @@
 """``StampingService`` with fakes of its ports: jobs, attempts, retries, breaker, deadline, dead letters."""
 
 from datetime import timedelta
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry
+from pydantic import TypeAdapter
 
 from timbra_shared import topics
-from timbra_shared.events import DeadLetter, InvoiceStamped, InvoiceStampFailed
+from timbra_shared.events import DeadLetter, InvoiceFunded, InvoiceStamped, InvoiceStampFailed
+from timbra_shared.messaging import BatchConsumer, DeadLetters
 from timbra_stamping.adapters.repository import DEAD, FAILED, PENDING, STAMPED
 from timbra_stamping.domain.pac import PacRejected, PacUnavailable, StampResult
 
@@ -15,6 +20,16 @@ STAMPED_XML = sealed_xml().replace("/>", "><cfdi:Complemento/></cfdi:Comprobante
 
 def result(previous: bool = False) -> StampResult:
     return StampResult(uuid=UUID, xml=STAMPED_XML, fecha_timbrado="2025-06-15T12:00:05", previous=previous)
+
+
+async def dead_lettered(stamping, jobs, clock) -> None:  # noqa: ANN001
+    """inv_1 funded, then every attempt fails until its retries run out (the PAC's script says how)."""
+    await stamping.accept(funded())
+    for _ in range(4):
+        await stamping.schedule_due()
+        await stamping.drain()
+        clock.advance(120)
+    assert jobs.jobs["inv_1"]["state"] == DEAD
 
 
 def sample(registry, name: str, labels: dict) -> float:
@@ -202,14 +217,31 @@ async def test_exhausted_retries_go_to_the_dead_letter_topic(stamping, store, jo
     assert sample(registry, "timbra_stamp_retries_total", {"pac": "sandbox", "reason": "maybe_stamped"}) == 3
 
 
+async def test_an_operators_replay_of_the_dead_letter_gives_the_job_a_fresh_budget(stamping, store, jobs, pac, clock):
+    pac.script = [PacUnavailable("502")] * 4 + [result()]
+    await dead_lettered(stamping, jobs, clock)
+    (letter,) = store.emitted
+    intake = BatchConsumer(stamping.accept_many, TypeAdapter(InvoiceFunded), "stamping.stamp", per_item=False)
+    letters = DeadLetters("stamping", CollectorRegistry())
+
+    def delivery(offset: int, headers: list[tuple[str, bytes]]) -> SimpleNamespace:
+        record = SimpleNamespace(topic=letter.original_topic, partition=0, offset=offset, key=b"inv_1", value=letter.payload.encode(), headers=headers)
+        return SimpleNamespace(raw_message=(record,), consumer=None, committed=None)
+
+    await intake(delivery(7, [("pac", b"sandbox")]), letters)  # a plain redelivery (a redrive) leaves it to the operator
+    assert jobs.jobs["inv_1"]["state"] == DEAD
+    await intake(delivery(8, [("pac", b"sandbox"), (topics.REPLAY_OF_HEADER, letter.event_id.encode())]), letters)
+    job = jobs.jobs["inv_1"]
+    assert job["state"] == PENDING and job["attempts"] == 0 and job["replays"] == 1
+    await stamping.schedule_due()
+    await stamping.drain()
+    assert jobs.jobs["inv_1"]["state"] == STAMPED
+    assert [c for c in pac.calls if c[0] == "stamp"] == [("stamp", "inv_1")] * 5  # the same idempotency id throughout
+
+
 async def test_a_dead_letter_whose_deadline_came_is_failed_and_its_credit_released(stamping, store, jobs, pac, clock):
     pac.script = [PacUnavailable("503")] * 4
-    await stamping.accept(funded())
-    for _ in range(4):
-        await stamping.schedule_due()
-        await stamping.drain()
-        clock.advance(120)
-    assert jobs.jobs["inv_1"]["state"] == DEAD
+    await dead_lettered(stamping, jobs, clock)
     await stamping.housekeeping()
     assert [type(e) for e in store.emitted] == [DeadLetter]
     clock.now = jobs.jobs["inv_1"]["fail_at"]
