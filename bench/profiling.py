@@ -18,15 +18,17 @@ def python_pid(pid: int) -> int:
         return pid
 
 
-def record(pids: dict[str, int], folder: str, seconds: int, rate: int = 100) -> list[subprocess.Popen]:
-    """Start one py-spy per process (speedscope JSON in ``folder``); wait on the returned handles."""
+def record(pids: dict[str, int], folder: str, seconds: int, rate: int = 100, *, gil: bool = False) -> list[subprocess.Popen]:
+    """Start one py-spy per process (speedscope JSON in ``folder``); wait on the returned handles.
+    ``gil``: only samples of the thread holding the GIL, so a wait (for the GIL, a lock, a socket)
+    is not mistaken for work."""
     os.makedirs(folder, exist_ok=True)
     spy = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "py-spy")
     if not os.path.exists(spy):
         raise SystemExit(f"--profile needs py-spy next to {sys.executable} (make install puts it there)")
     return [
         subprocess.Popen([spy, "record", "--pid", str(python_pid(pid)), "--duration", str(seconds), "--rate", str(rate), "--nonblocking",
-                          "--format", "speedscope", "--output", os.path.join(folder, f"{name}.speedscope.json")],
+                          "--format", "speedscope", *(["--gil"] if gil else []), "--output", os.path.join(folder, f"{name}.speedscope.json")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for name, pid in pids.items()
     ]

@@ -5,6 +5,7 @@ with it that it should not, each emitted event keeps its own trace, and the writ
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
@@ -107,6 +108,8 @@ class CommandLog(monitoring.CommandListener):
         name = event.command_name
         if name in ("insert", "update"):
             self.commands.append((name, event.command[name], len(event.command.get("documents", event.command.get("updates", [])))))
+        elif name == "find":
+            self.commands.append((name, event.command[name], 0))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -125,16 +128,25 @@ def staged_unit(store: Store, invoice_id: str) -> Unit:
     return Unit(work, dedupe=f"invoice.funded:{invoice_id}")
 
 
-async def test_staged_writes_of_a_group_go_in_one_bulk_write_per_collection(platform):
+@asynccontextmanager
+async def listened_store(platform) -> AsyncIterator[tuple[Store, CommandLog]]:  # noqa: ANN001
+    """A store on its own database whose client records the commands it sends."""
     commands = CommandLog()
     client = AsyncMongoClient(platform.mongodb_url, tz_aware=True, event_listeners=[commands])
-    db_name = f"timbra_test_staged_{new_id().lower()}"
+    db_name = f"timbra_test_listened_{new_id().lower()}"
 
     async def publish(topic: str, payload: bytes, key: bytes, headers: dict[str, str]) -> None:
         pass
 
-    store = Store(client, db_name, Outbox(None, publish))
     try:
+        yield Store(client, db_name, Outbox(None, publish)), commands
+    finally:
+        await client.drop_database(db_name)
+        await client.close()
+
+
+async def test_staged_writes_of_a_group_go_in_one_bulk_write_per_collection(platform):
+    async with listened_store(platform) as (store, commands):
         ids = [f"inv_{n}" for n in range(12)]
         await store.db.jobs.insert_many([{"_id": i, "state": "pending"} for i in ids])
         commands.commands.clear()
@@ -146,9 +158,29 @@ async def test_staged_writes_of_a_group_go_in_one_bulk_write_per_collection(plat
         assert {d["_id"] async for d in store.db.stamps.find()} == set(ids)
         assert await store.db.jobs.count_documents({"state": "stamped"}) == 12
         assert await store.db.outbox.count_documents({}) == 12
-    finally:
-        await client.drop_database(db_name)
-        await client.close()
+
+
+async def test_markers_are_looked_up_only_after_a_group_met_a_processed_one(platform):
+    ran: list[str] = []
+
+    def counted(invoice_id: str) -> Unit:
+        async def work(tx: Transaction) -> str:
+            ran.append(invoice_id)
+            tx.emit(InvoiceBuilt(invoice_id=invoice_id, issuer_id="iss_1", summary=SUMMARY, xml="<x/>"))
+            return invoice_id
+
+        return Unit(work, dedupe=f"invoice.requested:{invoice_id}")
+
+    async with listened_store(platform) as (store, commands):
+        assert await store.transact_many([counted("inv_a"), counted("inv_b")]) == ["inv_a", "inv_b"]
+        assert [c for c in commands.commands if c[1] == "processed"] == [("insert", "processed", 2)]  # no lookup first
+
+        commands.commands.clear()
+        ran.clear()
+        assert await store.transact_many([counted("inv_c"), counted("inv_b"), counted("inv_d")]) == ["inv_c", DUPLICATE, "inv_d"]
+        assert [c for c in commands.commands if c[1] == "processed"] == [("insert", "processed", 3), ("find", "processed", 0), ("insert", "processed", 2)]
+        assert ran == ["inv_c", "inv_d"]  # the markers go in before any work: the attempt that met inv_b ran nothing
+        assert sorted(d["invoice_id"] for d in await store.db.outbox.find().to_list(None)) == ["inv_a", "inv_b", "inv_c", "inv_d"]
 
 
 async def test_a_staged_write_that_fails_at_commit_takes_the_whole_group_back(store):

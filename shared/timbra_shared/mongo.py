@@ -13,7 +13,7 @@ from pymongo import ASCENDING, AsyncMongoClient, DeleteOne, IndexModel, InsertOn
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from timbra_shared.errors import is_transient
 from timbra_shared.ids import utcnow
@@ -157,12 +157,19 @@ class Store:
         ``processed`` insert and one outbox insert for all of them. Each unit keeps its own dedupe
         key: a unit already processed, or repeated within ``units``, is skipped and its result is
         ``DUPLICATE``. The units run in order, so events of one invoice apply in order. If a unit
-        raises, nothing commits (the caller decides: retry, or isolate the bad one)."""
+        raises, nothing commits (the caller decides: retry, or isolate the bad one).
+
+        The first attempt does not look the markers up: they are inserted before any unit runs, so
+        a unit already processed aborts the transaction with a duplicate key before its work, and
+        the next attempt looks them up and skips it. Redeliveries are rare, so most groups save
+        that round trip."""
         results: list[Any] = [DUPLICATE] * len(units)
         processed = self.db.processed
-        for _ in range(5):
+        for attempt in range(5):
             keys = [u.dedupe for u in units if u.dedupe is not None]
-            done = {d["_id"] for d in await processed.find({"_id": {"$in": keys}}, projection={"_id": 1}).to_list(None)} if keys else set()
+            done: set[str] = set()
+            if keys and attempt:
+                done = {d["_id"] for d in await processed.find({"_id": {"$in": keys}}, projection={"_id": 1}).to_list(None)}
             todo: list[int] = []
             for index, unit in enumerate(units):
                 if unit.dedupe is not None:
@@ -193,9 +200,9 @@ class Store:
             try:
                 async with self.client.start_session() as session:
                     out = await session.with_transaction(callback)
-            except DuplicateKeyError as exc:
-                if "processed" in str(exc):
-                    continue  # another instance committed one of them meanwhile: look again
+            except (DuplicateKeyError, BulkWriteError) as exc:
+                if _processed_already(exc, processed.name):
+                    continue  # processed before, or by another instance meanwhile: look the markers up
                 raise
             if staged:
                 self.outbox.dispatch(staged)
@@ -239,6 +246,14 @@ class Store:
                     _settle(future, result)
         finally:
             self._group_running = False
+
+
+def _processed_already(exc: DuplicateKeyError | BulkWriteError, collection: str) -> bool:
+    """The duplicate key is a ``processed`` marker's (``insert_many`` reports it as a bulk write error)."""
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors") or []
+        return bool(errors) and errors[0].get("code") == 11000 and f".{collection} " in (errors[0].get("errmsg") or "")
+    return f".{collection} " in str(exc)
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None, *, exc: BaseException | None = None) -> None:

@@ -24,6 +24,10 @@ PublishFn = Callable[[str, bytes, bytes, dict[str, str]], Awaitable[Any]]
 log = get_logger(__name__)
 
 KEEP_SENT = timedelta(days=7)
+#: the fast path marks what it published this long after, together with what it publishes
+#: meanwhile: one update for several commits' events instead of one per commit. A crash inside
+#: the window only means the poller publishes them again (consumers are idempotent).
+MARK_SENT_AFTER_S = 0.02
 
 
 def outbox_document(event: BaseModel, *, key: str | None = None) -> dict[str, Any]:
@@ -60,6 +64,8 @@ class Outbox:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._owner = new_id("relay-")
+        self._unmarked: list[Any] = []
+        self._marking: asyncio.Task[None] | None = None
         self.published = 0
 
     def bind(self, collection: AsyncCollection) -> None:
@@ -77,6 +83,8 @@ class Outbox:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._marking is not None:
+            await asyncio.gather(self._marking, return_exceptions=True)
 
     async def requeue(self, invoice_id: str, topics: Iterable[str] | None = None) -> int:
         """Publish again the events this service emitted for ``invoice_id`` (a redrive), optionally
@@ -89,7 +97,7 @@ class Outbox:
         self.dispatch(docs)
         return len(docs)
 
-    async def _publish_docs(self, docs: list[dict[str, Any]]) -> list[Any]:
+    async def _publish_docs(self, docs: list[dict[str, Any]], *, mark_later: bool = False) -> list[Any]:
         async def one(doc: dict[str, Any]) -> Any:
             with attached(doc.get("trace")):
                 await self._publish(
@@ -106,13 +114,30 @@ class Outbox:
         if failures:
             log.warning("outbox.publish_failed", failed=len(failures), error=repr(failures[0]))
         if sent:
-            assert self.collection is not None
-            await self.collection.update_many(
-                {"_id": {"$in": sent}, "sent_at": None},
-                {"$set": {"sent_at": utcnow(), "published_at": utcnow(), "lease_until": None}},
-            )
             self.published += len(sent)
+            if mark_later:
+                self._unmarked.extend(sent)
+                if self._marking is None:
+                    self._marking = asyncio.create_task(self._mark_soon())
+            else:
+                await self._mark_sent(sent)
         return sent
+
+    async def _mark_sent(self, ids: list[Any]) -> None:
+        assert self.collection is not None
+        now = utcnow()
+        await self.collection.update_many({"_id": {"$in": ids}, "sent_at": None}, {"$set": {"sent_at": now, "published_at": now, "lease_until": None}})
+
+    async def _mark_soon(self) -> None:
+        try:
+            await asyncio.sleep(MARK_SENT_AFTER_S)
+        except asyncio.CancelledError:
+            pass  # stopping: mark what was published before going
+        ids, self._unmarked, self._marking = self._unmarked, [], None
+        try:
+            await self._mark_sent(ids)
+        except Exception as exc:  # the poller publishes them again; consumers are idempotent
+            log.warning("outbox.mark_failed", events=len(ids), error=repr(exc))
 
     async def _fast_loop(self) -> None:
         while True:
@@ -121,7 +146,7 @@ class Outbox:
             while len(docs) < self._batch and not self._queue.empty():
                 docs.append(self._queue.get_nowait())
             try:
-                await self._publish_docs(docs)
+                await self._publish_docs(docs, mark_later=True)
             except Exception as exc:  # the poller will pick unsent documents up
                 log.warning("outbox.fast_path_failed", error=repr(exc))
 

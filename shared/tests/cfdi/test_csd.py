@@ -38,6 +38,24 @@ def test_generated_csd_loads_and_is_sat_shaped():
     assert csd.verify(b"hola", sig) and not csd.verify(b"hola!", sig)
 
 
+def test_an_embedded_certificate_is_read_once_and_says_what_validation_asks():
+    import base64
+
+    from timbra_shared.cfdi.csd import embedded_certificate
+
+    cer, key = make_csd()
+    csd = load_csd(cer, key, PWD)
+    embedded = embedded_certificate(csd.certificate_b64)
+    assert embedded is embedded_certificate(csd.certificate_b64)
+    assert (embedded.no_certificado, embedded.rfc, embedded.is_fiel) == (csd.serial, "EKU9003173C9", False)
+    assert embedded_certificate(base64.b64encode(make_csd(fiel=True)[0]).decode()).is_fiel
+    cached = embedded_certificate.cache_info().currsize
+    for bad in ("no es base64!", base64.b64encode(b"no es un certificado").decode()):
+        with pytest.raises(Exception):
+            embedded_certificate(bad)
+    assert embedded_certificate.cache_info().currsize == cached  # a bad one is read again next time, never remembered
+
+
 def test_make_csd_is_cached():
     assert make_csd() is make_csd()
 

@@ -184,6 +184,31 @@ async def test_fast_path_publishes_and_marks_sent(relay):
     assert outbox.published == 3
 
 
+async def test_fast_path_marks_several_commits_events_with_one_update(relay):
+    outbox, collection, publish = relay
+    commits = [[outbox_document(_built(f"inv_{c}_{i}")) for i in range(2)] for c in range(3)]
+    for docs in commits:
+        for d in docs:
+            collection.insert(d)
+        outbox.dispatch(docs)
+        await _eventually(lambda docs=docs: {d["_id"] for d in docs} <= {json.loads(c["payload"])["event_id"] for c in publish.calls})
+    await _eventually(lambda: not collection.unsent())
+
+    assert len(publish.calls) == 6
+    ((query, _update),) = collection.updates  # published one commit after another, marked once
+    assert sorted(query["_id"]["$in"]) == sorted(d["_id"] for docs in commits for d in docs)
+
+
+async def test_stopping_marks_what_was_published(relay):
+    outbox, collection, publish = relay
+    doc = outbox_document(_built("inv_1"))
+    collection.insert(doc)
+    outbox.dispatch([doc])
+    await _eventually(lambda: publish.calls)
+    await outbox.stop()
+    assert collection.unsent() == set()
+
+
 async def test_fast_path_failures_leave_documents_unsent(relay):
     outbox, collection, publish = relay
     publish.failing = {"inv_bad"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -15,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from .errors import CsdError
 
-__all__ = ["Csd", "load_csd", "load_certificate", "no_certificado", "rfc_from_certificate", "is_fiel"]
+__all__ = ["Csd", "EmbeddedCertificate", "embedded_certificate", "load_csd", "load_certificate", "no_certificado", "rfc_from_certificate", "is_fiel"]
 
 _OID_UNIQUE_ID = x509.ObjectIdentifier("2.5.4.45")  # x500UniqueIdentifier
 _PADDING = padding.PKCS1v15()
@@ -78,6 +79,26 @@ def load_certificate(cer: bytes) -> x509.Certificate:
         return x509.load_der_x509_certificate(base64.b64decode(cer, validate=False))
     except Exception:
         raise CsdError(CsdError.INVALID_CERTIFICATE, "El archivo .cer no es un certificado X.509 válido") from None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedCertificate:
+    """What a CFDI's ``Certificado`` attribute says, read once per distinct certificate."""
+
+    certificate: x509.Certificate
+    no_certificado: str
+    rfc: str | None
+    is_fiel: bool
+    public_key: object
+
+
+@functools.lru_cache(maxsize=1024)
+def embedded_certificate(cert_b64: str) -> EmbeddedCertificate:
+    """The certificate of a ``Certificado`` attribute (strict base64 of the DER). An issuer seals
+    every CFDI with the same one, so checking a CFDI no longer parses it again. Raises on bad
+    base64 or DER (nothing is cached then)."""
+    cert = load_certificate(base64.b64decode(cert_b64, validate=True))
+    return EmbeddedCertificate(cert, no_certificado(cert), rfc_from_certificate(cert), is_fiel(cert), cert.public_key())
 
 
 @dataclass(eq=False)

@@ -12,7 +12,7 @@ from lxml import etree
 
 from .build import build
 from .cadena import cadena_original
-from .csd import Csd, load_certificate, no_certificado
+from .csd import Csd, embedded_certificate
 from .errors import CfdiError, CsdError
 from .models import Comprobante
 from .render import render
@@ -97,10 +97,10 @@ def verify(xml: bytes) -> VerifyResult:
     if not cert_b64:
         return VerifyResult(False, "el comprobante no tiene Certificado")
     try:
-        cert = load_certificate(base64.b64decode(cert_b64, validate=True))
+        embedded = embedded_certificate(cert_b64)
     except Exception:
         return VerifyResult(False, "el atributo Certificado no contiene un certificado válido (CFDI40106)")
-    serial = no_certificado(cert)
+    serial = embedded.no_certificado
     if (root.get("NoCertificado") or "") != serial:
         return VerifyResult(
             False, f"NoCertificado {root.get('NoCertificado')!r} no corresponde al certificado ({serial})"
@@ -109,7 +109,7 @@ def verify(xml: bytes) -> VerifyResult:
         signature = base64.b64decode(sello, validate=True)
     except Exception:
         return VerifyResult(False, "el Sello no es base64 válido (CFDI40102)")
-    pub = cert.public_key()
+    pub = embedded.public_key
     if not isinstance(pub, rsa.RSAPublicKey):
         return VerifyResult(False, "el certificado no tiene una llave RSA (CFDI40106)")
     try:

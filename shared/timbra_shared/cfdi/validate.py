@@ -7,7 +7,6 @@ errors use ``XSD``. docs/cfdi.md lists them all.
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -199,19 +198,20 @@ class _V:
         if not sello:
             self.add("TIMBRA001", "El comprobante no está sellado (Sello vacío)", f"{ROOT}/@Sello", "warning")
             return
-        from .csd import is_fiel, load_certificate, no_certificado, rfc_from_certificate
+        from .csd import embedded_certificate
         from .seal import verify
 
         try:
-            cert = load_certificate(base64.b64decode(cert_b64, validate=True))
+            embedded = embedded_certificate(cert_b64)
         except Exception:
             self.add("CFDI40106", "El atributo Certificado no contiene un certificado válido en base64", f"{ROOT}/@Certificado")
             return
-        if no_certificado(cert) != (r.get("NoCertificado") or ""):
+        cert = embedded.certificate
+        if embedded.no_certificado != (r.get("NoCertificado") or ""):
             self.add("CFDI40106", "NoCertificado no corresponde al número de serie del Certificado", f"{ROOT}/@NoCertificado")
-        if is_fiel(cert):
+        if embedded.is_fiel:
             self.add("CFDI40106", "El certificado es una e.firma (FIEL); se debe sellar con un CSD", f"{ROOT}/@Certificado")
-        rfc = rfc_from_certificate(cert)
+        rfc = embedded.rfc
         if emisor is not None and rfc and (emisor.get("Rfc") or "").strip().upper() != rfc:
             self.add("TIMBRA002", f"El certificado pertenece al RFC {rfc}, distinto del RFC del Emisor", f"{ROOT}/cfdi:Emisor/@Rfc")
         fecha = r.get("Fecha") or ""
