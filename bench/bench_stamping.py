@@ -1,7 +1,7 @@
 """Stamping benchmark: throughput of funded -> stamped with the real broker, the real mongod, the
 stamping service and the sandbox PAC (fast mode: no per-invoice XSD check) on loopback.
 
-    .venv/bin/python bench/bench_stamping.py [--count 3000] [--workers 32] [--consumers 1] [--instances 1] [--no-rules] [--profile DIR [--profile-gil]]
+    .venv/bin/python bench/bench_stamping.py [--count 3000] [--workers 64] [--consumers 1] [--instances 1] [--no-rules] [--profile DIR [--profile-gil]]
 
 ``--instances N`` runs N stamping processes in one consumer group (partitions are the unit of
 parallelism); their CPU is added up.
@@ -190,7 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=64, help="TIMBRA_STAMP_WORKERS (the service's default)")
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--instances", type=int, default=1, help="stamping processes in the consumer group")
     parser.add_argument("--partitions", type=int, default=6)

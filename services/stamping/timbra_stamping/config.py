@@ -23,7 +23,7 @@ class StampingConfig(BaseSettings):
     sw_timeout_s: float = Field(default=30.0, alias="TIMBRA_SW_TIMEOUT")
 
     # the delayed-retry machinery
-    workers: int = Field(default=32, alias="TIMBRA_STAMP_WORKERS")
+    workers: int = Field(default=64, alias="TIMBRA_STAMP_WORKERS")
     backoff_base_s: float = Field(default=1.0, alias="TIMBRA_STAMP_BACKOFF_BASE")
     backoff_max_s: float = Field(default=300.0, alias="TIMBRA_STAMP_BACKOFF_MAX")
     max_attempts: int = Field(default=40, alias="TIMBRA_STAMP_MAX_ATTEMPTS")
