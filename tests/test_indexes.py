@@ -38,7 +38,7 @@ HOT = {
     "notifier: document": ("timbra_notifier.documents", "_id"),
     "catalog: ticket": ("timbra_catalog.tickets", "_id"),
     "outbox: unsent events": ("timbra_stamping.outbox", "sent_at"),
-    "dedupe markers": ("timbra_billing.processed", "_id"),
+    "dedupe markers": ("timbra_notifier.processed", "_id"),  # batch handlers insert markers without looking first; was_processed looks
 }
 # Periodic passes that scan on purpose, once a minute, not per invoice (docs/scaling.md): the
 # gauges behind the low-credit and CSD-expiry alerts.
