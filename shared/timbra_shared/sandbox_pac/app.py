@@ -38,7 +38,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException
 
 from timbra_shared.cfdi import load_csd, parse_xml, validate, verify
-from timbra_shared.cfdi.csd import load_certificate
+from timbra_shared.cfdi.csd import embedded_certificate
 from timbra_shared.cfdi.errors import CfdiError
 from timbra_shared.cfdi.fecha import now_local
 from timbra_shared.cfdi.testing import make_csd
@@ -452,10 +452,8 @@ class StampRoute:
 
 
 def _check_certificate(root) -> JSONResponse | None:  # noqa: ANN001
-    import base64
-
     try:
-        cert = load_certificate(base64.b64decode(root.get("Certificado", "")))
+        cert = embedded_certificate((root.get("Certificado") or "").strip()).certificate  # verify() just read it: cached
         fecha = datetime.fromisoformat(root.get("Fecha", ""))
     except Exception:
         return _rejection("CFDI40106", "El certificado no es válido.")
