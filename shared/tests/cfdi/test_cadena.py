@@ -190,6 +190,19 @@ EDGE_CASES = {
         'TotaldeRetenciones="0.00" TotaldeTraslados="0.30"><implocal:TrasladosLocales ImpLocTrasladado="ISH" '
         'TasadeTraslado="3.00" Importe="0.30"/></implocal:ImpuestosLocales>'),
     "missing_required_attribute": _doc(root_attrs='Serie="S"').replace(b' Moneda="MXN"', b""),
+    "whitespace_in_values": _doc(root_attrs='Serie=" S" Folio="F " CondicionesDePago="a&#13;&#10;b&#9; c  d" Confirmacion="   "'),
+    "elements_out_of_schema_order": _doc(concept_extra=(
+        '<cfdi:Parte ClaveProdServ="01010101" Cantidad="1" Descripcion="antes"/>'
+        '<cfdi:Impuestos><cfdi:Retenciones><cfdi:Retencion Base="10" Impuesto="001" TipoFactor="Tasa" TasaOCuota="0.100000" Importe="1.00"/>'
+        '</cfdi:Retenciones><cfdi:Traslados><cfdi:Traslado Base="10" Impuesto="002" TipoFactor="Tasa" TasaOCuota="0.160000" Importe="1.60"/>'
+        '</cfdi:Traslados><cfdi:Parte ClaveProdServ="01010103" Cantidad="3" Descripcion="dentro de Impuestos"/></cfdi:Impuestos>'
+        '<cfdi:CuentaPredial Numero="1"/><cfdi:InformacionAduanera NumeroPedimento="2"/>'
+        '<cfdi:Impuestos><cfdi:Traslados><cfdi:Traslado Base="5" Impuesto="003" TipoFactor="Exento"/></cfdi:Traslados></cfdi:Impuestos>'
+    )).replace(b"<cfdi:Conceptos>", b'<cfdi:Impuestos TotalImpuestosTrasladados="1.60"><cfdi:Traslados><cfdi:Traslado Base="10" '
+               b'Impuesto="002" TipoFactor="Tasa" TasaOCuota="0.160000" Importe="1.60"/></cfdi:Traslados><cfdi:Retenciones>'
+               b'<cfdi:Retencion Impuesto="001" Importe="1.00"/></cfdi:Retenciones></cfdi:Impuestos><cfdi:Conceptos>')
+    .replace(b"<cfdi:Emisor ", b'<cfdi:Receptor Rfc="XAXX010101000" Nombre="OTRO" DomicilioFiscalReceptor="42501" '
+             b'RegimenFiscalReceptor="616" UsoCFDI="S01"/><!-- c --><cfdi:Emisor '),
 }
 
 

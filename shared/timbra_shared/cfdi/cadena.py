@@ -129,14 +129,14 @@ _TFD = (
 
 
 def _attrs(el, spec, out: list) -> None:
-    get = el.attrib.get
+    get = el.get
     for name, req in spec:
         v = get(name)
         if v is None:
             if req:
-                out.append("")
+                out.append("|")
         else:
-            out.append(normalize_space(v))
+            out.append("|" + normalize_space(v))
 
 
 def _children(el, tag):
@@ -149,72 +149,79 @@ def _builtin_text(el, out_text: list) -> None:
         out_text.append(t)
 
 
+def _kids(el) -> dict:
+    """Children by tag, each list in document order: one pass instead of an ``iterchildren(tag)`` per tag."""
+    kids: dict = {}
+    for child in el:
+        kids.setdefault(child.tag, []).append(child)
+    return kids
+
+
+_NONE: tuple = ()
+
+
 def _walk_comprobante(root) -> str:
-    vals: list = []  # strings are fields; tuples ("raw", text) are literal text
+    vals: list = []  # fields as "|" + value, and literal text (XSLT's built-in template) as it is
     _attrs(root, _COMPROBANTE, vals)
-    for ig in root.iterchildren(C + "InformacionGlobal"):
+    top = _kids(root)
+    for ig in top.get(C + "InformacionGlobal", _NONE):
         _attrs(ig, _INFO_GLOBAL, vals)
-    for rel in root.iterchildren(C + "CfdiRelacionados"):
+    for rel in top.get(C + "CfdiRelacionados", _NONE):
         _attrs(rel, (("TipoRelacion", 1),), vals)
         for r in rel.iterchildren(C + "CfdiRelacionado"):
             _attrs(r, (("UUID", 1),), vals)
-    for e in root.iterchildren(C + "Emisor"):
+    for e in top.get(C + "Emisor", _NONE):
         _attrs(e, _EMISOR, vals)
-    for r in root.iterchildren(C + "Receptor"):
+    for r in top.get(C + "Receptor", _NONE):
         _attrs(r, _RECEPTOR, vals)
-    for cs in root.iterchildren(C + "Conceptos"):
+    for cs in top.get(C + "Conceptos", _NONE):
         for cp in cs.iterchildren(C + "Concepto"):
             _attrs(cp, _CONCEPTO, vals)
-            for imp in cp.iterchildren(C + "Impuestos"):
-                for ts in imp.iterchildren(C + "Traslados"):
+            kids = _kids(cp)
+            impuestos = [_kids(imp) for imp in kids.get(C + "Impuestos", _NONE)]
+            for imp in impuestos:
+                for ts in imp.get(C + "Traslados", _NONE):
                     for t in ts.iterchildren(C + "Traslado"):
                         _attrs(t, _TRASLADO_C, vals)
-            for imp in cp.iterchildren(C + "Impuestos"):
-                for rs in imp.iterchildren(C + "Retenciones"):
+            for imp in impuestos:
+                for rs in imp.get(C + "Retenciones", _NONE):
                     for t in rs.iterchildren(C + "Retencion"):
                         _attrs(t, _RETENCION_C, vals)
-            for t in cp.iterchildren(C + "ACuentaTerceros"):
+            for t in kids.get(C + "ACuentaTerceros", _NONE):
                 _attrs(t, _TERCEROS, vals)
-            for t in cp.iterchildren(C + "InformacionAduanera"):
+            for t in kids.get(C + "InformacionAduanera", _NONE):
                 _attrs(t, (("NumeroPedimento", 1),), vals)
-            for t in cp.iterchildren(C + "CuentaPredial"):
+            for t in kids.get(C + "CuentaPredial", _NONE):
                 _attrs(t, (("Numero", 1),), vals)
-            for cc in cp.iterchildren(C + "ComplementoConcepto"):
+            for cc in kids.get(C + "ComplementoConcepto", _NONE):
                 for child in cc.iterchildren(etree.Element):
                     _complement(child, vals)
-            for parte in cp.iterdescendants(C + "Parte"):
+            for parte in cp.iterdescendants(C + "Parte"):  # SAT's XSLT: .//cfdi:Parte
                 _attrs(parte, _PARTE, vals)
                 for ia in parte.iterdescendants(C + "InformacionAduanera"):
                     _attrs(ia, (("NumeroPedimento", 1),), vals)
-    for imp in root.iterchildren(C + "Impuestos"):
-        for rs in imp.iterchildren(C + "Retenciones"):
+    for imp in top.get(C + "Impuestos", _NONE):
+        parts = _kids(imp)
+        for rs in parts.get(C + "Retenciones", _NONE):
             for t in rs.iterchildren(C + "Retencion"):
                 _attrs(t, _RETENCION_G, vals)
         v = imp.get("TotalImpuestosRetenidos")
         if v is not None:
-            vals.append(normalize_space(v))
-        for ts in imp.iterchildren(C + "Traslados"):
+            vals.append("|" + normalize_space(v))
+        for ts in parts.get(C + "Traslados", _NONE):
             for t in ts.iterchildren(C + "Traslado"):
                 _attrs(t, _TRASLADO_G, vals)
         v = imp.get("TotalImpuestosTrasladados")
         if v is not None:
-            vals.append(normalize_space(v))
-    for comp in root.iterchildren(C + "Complemento"):
+            vals.append("|" + normalize_space(v))
+    for comp in top.get(C + "Complemento", _NONE):
         for child in comp.iterchildren(etree.Element):
             _complement(child, vals)
     return _join(vals)
 
 
 def _join(vals: list) -> str:
-    out = ["|"]
-    for v in vals:
-        if type(v) is tuple:
-            out.append(v[1])
-        else:
-            out.append("|")
-            out.append(v)
-    out.append("||")
-    return "".join(out)
+    return "|" + "".join(vals) + "||"
 
 
 def _complement(el, vals: list) -> None:
@@ -228,7 +235,7 @@ def _complement(el, vals: list) -> None:
     texts: list = []
     _builtin_text(el, texts)
     if texts:
-        vals.append(("raw", "".join(texts)))
+        vals.append("".join(texts))
 
 
 def _walk_pagos(el, vals: list) -> None:

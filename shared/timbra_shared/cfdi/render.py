@@ -22,13 +22,13 @@ XSD_PAGO20 = "http://www.sat.gob.mx/sitio_internet/cfd/Pagos/Pagos20.xsd"
 
 _SPECIAL = re.compile(r'[&<>"\t\n\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
 _ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_WS_NEEDS = re.compile(r"[\t\n\r]|  |^ | $")
 _WS_RUN = re.compile(r"[ \t\n\r]+")
 
 
 def normalize_space(s: str) -> str:
     """XPath 1.0 normalize-space(): only #x20 #x9 #xD #xA count as whitespace."""
-    if _WS_NEEDS.search(s) is None:
+    # Substring tests, not a regular expression: this runs for every field of every cadena original.
+    if not s or ("  " not in s and "\t" not in s and "\n" not in s and "\r" not in s and s[0] != " " and s[-1] != " "):
         return s
     return _WS_RUN.sub(" ", s).strip(" ")
 
