@@ -23,7 +23,7 @@ from lxml import etree
 
 from .errors import NotCfdiError
 from .render import normalize_space
-from .xmlparse import NS_CFDI4, NS_PAGO20, NS_TFD, TAG_COMPROBANTE, TAG_TFD, as_element, ensure_cfdi40
+from .xmlparse import NS_CFDI4, NS_PAGO20, TAG_COMPROBANTE, TAG_TFD, as_element, ensure_cfdi40
 
 __all__ = ["cadena_original", "cadena_xslt", "tfd_cadena", "xslt_path"]
 
