@@ -7,6 +7,7 @@ errors use ``XSD``. docs/cfdi.md lists them all.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,10 +58,12 @@ def _places(v: str | None) -> int:
     return len(v.strip().split(".", 1)[1])
 
 
+@functools.lru_cache(maxsize=64)
 def _half(places: int) -> Decimal:
     return Decimal(1).scaleb(-places) / 2
 
 
+@functools.lru_cache(maxsize=64)
 def _q(places: int) -> Decimal:
     return Decimal(1).scaleb(-places)
 
