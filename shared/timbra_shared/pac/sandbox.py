@@ -7,7 +7,7 @@ import httpx
 from timbra_shared.pac.http import ClientPool, Http11Transport
 from timbra_shared.pac.port import CancelResult, PacUnavailable, SatStatus, StampResult
 from timbra_shared.pac.sat_status import consulta
-from timbra_shared.pac.sw_envelope import cancel_path, parse_cancel_response, parse_stamp_response, result_from, transport_error
+from timbra_shared.pac.sw_envelope import body_of, cancel_path, parse_cancel_response, parse_stamp_response, result_from, transport_error
 
 
 class SandboxPacClient:
@@ -54,7 +54,7 @@ class SandboxPacClient:
         if response.status_code != 200:
             raise PacUnavailable(f"consulta de timbre previo: PAC respondió {response.status_code}", maybe_stamped=True)
         try:
-            data = response.json().get("data") or {}
+            data = body_of(response).get("data") or {}
         except ValueError as exc:
             raise PacUnavailable("consulta de timbre previo: respuesta inválida", maybe_stamped=True) from exc
         return result_from(data, previous=True) if data.get("cfdi") else None

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Header, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -91,8 +92,13 @@ class Checks:
     rules: bool = True
 
 
+class _Envelope(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)  # the stamped CFDI is one long JSON string: the standard library escapes it slowly
+
+
 def _envelope(status_code: int, status: str, message: str | None, detail: str | None = None, data: dict | None = None) -> JSONResponse:
-    return JSONResponse({"status": status, "message": message, "messageDetail": detail, "data": data}, status_code=status_code)
+    return _Envelope({"status": status, "message": message, "messageDetail": detail, "data": data}, status_code=status_code)
 
 
 def _rejection(code: str, message: str, detail: str | None = None) -> JSONResponse:

@@ -1,8 +1,9 @@
 """Persistent record of what the sandbox stamped, so a repeated CFDI gets 307 even after a restart."""
 
-import json
 import sqlite3
 import threading
+
+import orjson
 
 
 class StampStore:
@@ -21,11 +22,11 @@ class StampStore:
                 row = self._db.execute("SELECT data FROM stamps_v4 WHERE hash = ?", (digest,)).fetchone()
             else:
                 row = self._db.execute("SELECT data FROM stamps_v4 WHERE custom_id = ? LIMIT 1", (custom_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else orjson.loads(row[0])
 
     def add(self, digest: str, custom_id: str | None, data: dict[str, str]) -> None:
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO stamps_v4 VALUES (?, ?, ?, ?)", (digest, custom_id, data["uuid"], json.dumps(data)))
+            self._db.execute("INSERT OR IGNORE INTO stamps_v4 VALUES (?, ?, ?, ?)", (digest, custom_id, data["uuid"], orjson.dumps(data).decode()))
 
     def count(self) -> int:
         with self._lock:
