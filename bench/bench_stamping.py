@@ -43,11 +43,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def machine_busy() -> tuple[float, float]:
+def machine_busy() -> tuple[float, float, float]:
+    """CPU-seconds busy (this guest's own work), stolen (the hypervisor ran another guest while this one
+    was runnable) and in total, all cores. /proc/stat: user nice system idle iowait irq softirq steal …"""
     with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / TICKS, sum(values) / TICKS
+        values = [int(v) for v in fh.readline().split()[1:9]]
+    idle, steal = values[3] + values[4], values[7]
+    return (sum(values) - idle - steal) / TICKS, steal / TICKS, sum(values) / TICKS
 
 
 def children_cpu(pid: int) -> float:
@@ -138,7 +140,7 @@ async def run(args: argparse.Namespace) -> None:
             pids = {name: [platform.pid(n) for n in platform.instances(name)] for name in ("sandbox-pac", "stamping")}
             pids.update({name: [pid] for name in ("mongod", "tansu") if (pid := platform.pid(name))})  # absent when external
             cpu_before = {name: sum(children_cpu(pid) for pid in group) for name, group in pids.items()}
-            busy_before, total_before = machine_busy()
+            busy_before, steal_before, total_before = machine_busy()
             load_before = os.getloadavg()[0]
             operations_before = await mongod_operations(mongo)
             t0 = time.perf_counter()
@@ -151,7 +153,7 @@ async def run(args: argparse.Namespace) -> None:
             wall = time.perf_counter() - t0
             operations = {name: n - operations_before[name] for name, n in (await mongod_operations(mongo)).items()}
             cpu = {name: sum(children_cpu(pid) for pid in group) - cpu_before[name] for name, group in pids.items()}
-            busy_after, total_after = machine_busy()
+            busy_after, steal_after, total_after = machine_busy()
 
             jobs = {j["_id"]: j for j in await db.stamp_jobs.find({"_id": {"$in": ids}}, projection={"created_at": 1, "attempts": 1}).to_list()}
             stamps = await db.stamps.find({"_id": {"$in": ids}}, projection={"stamped_at": 1}).to_list()
@@ -166,6 +168,7 @@ async def run(args: argparse.Namespace) -> None:
 
     cores = os.cpu_count() or 1
     machine = (busy_after - busy_before) / max(1e-9, total_after - total_before) * 100
+    stolen = (steal_after - steal_before) / max(1e-9, total_after - total_before) * 100
     print(f"\n{args.count} invoices, funded -> stamped; sandbox PAC fast mode (XSD off, CFDI40 rules {'on' if args.rules else 'off'}), "
           f"{args.partitions} partitions, {args.instances} stamping instance(s) x {args.workers} workers, {args.consumers} consumer(s), {cores} cores")
     print(f"  published onto invoice.funded in {published_s:.1f} s; all stamped {wall:.1f} s after the first publish")
@@ -179,8 +182,8 @@ async def run(args: argparse.Namespace) -> None:
     print("  mongod operations per invoice: " + ", ".join(f"{name} {n / args.count:.2f}" for name, n in operations.items())
           + " (the benchmark's own few polls included)")
     print(f"  CPU all four   {total:6.1f} s = {total / args.count * 1000:.2f} ms per invoice; two cores at that cost: {cores * args.count / total:.0f}/s")
-    print(f"  machine busy during the run: {machine:.0f}% of {cores} cores (includes mongod, tansu and anything else running); "
-          f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}")
+    print(f"  machine busy during the run: {machine:.0f}% of {cores} cores (includes mongod, tansu and anything else running), "
+          f"stolen by the hypervisor: {stolen:.0f}%; load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}")
     if args.profile:
         profiling.summarize(args.profile, profiled)
     print(f"throughput_stamped_per_s={args.count / span:.1f}")
