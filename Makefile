@@ -82,7 +82,7 @@ down:
 
 # The full suite except the long chaos scenarios (well under 20 minutes on 2 cores).
 test: install
-	$(VENV)/bin/pytest -m "not chaos" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not chaos" --durations=15 $(PYTEST_ARGS)
 
 # Long scenarios against the real platform: a service killed mid-flight, the broker restarted
 # empty, a 60 s PAC outage, timeouts that still stamp (500 invoices), 1,000 invoices racing for
@@ -90,7 +90,7 @@ test: install
 # of stamping and cfdi-builder with one of each killed (docs/scaling.md). .ci/run runs them
 # after `make test`.
 test-chaos: install
-	$(VENV)/bin/pytest -m chaos $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m chaos --durations=15 $(PYTEST_ARGS)
 
 # The issue-12 load benchmark (docs/performance.md): ARGS='--invoices 20000', '--compare', '--profile DIR'.
 bench: install
