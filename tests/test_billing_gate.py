@@ -140,7 +140,7 @@ async def test_low_balance_and_zero_are_emailed_once_each(client, platform) -> N
     assert sorted(s["status"] for s in states.values()) == ["emailed", "emailed", "emailed", "rejected"]
     expected = {f"<billing-low-balance-{issuer.id}-1@timbra.local>", f"<billing-zero-balance-{issuer.id}-1@timbra.local>"}
     deadline = time.monotonic() + 20
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as sink:
         while True:
             mails = [m for m in (await sink.get("/api/messages")).json() if "cobranza@alertas.mx" in m["to"]]
             if {m["message_id"].strip() for m in mails} >= expected or time.monotonic() > deadline:

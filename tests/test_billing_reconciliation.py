@@ -36,7 +36,7 @@ async def _sheet(client: TimbraClient, issuer, codes: list[str]) -> dict:  # noq
 
 
 async def _sink_messages(platform) -> list[dict]:  # noqa: ANN001
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as sink:
         return (await sink.get("/api/messages")).json()
 
 

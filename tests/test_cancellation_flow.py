@@ -119,7 +119,7 @@ async def test_motive_02_up_to_1000_pesos_is_cancelled_without_acceptance(client
     assert info["solicitudes"] == 1 and info["motivo"] == "02" and info["kind"] == "sin_aceptacion"
 
     # the issuer is told by email (with the acuse) and by webhook
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as mail:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as mail:
         for _ in range(100):
             messages = (await mail.get("/api/messages", params={"subject": "cancelada"})).json()
             mine = [m for m in messages if (invoice.get("serie") or "") + (invoice.get("folio") or "") in m["subject"] and "emisor@example.com" in m["to"]]

@@ -126,7 +126,7 @@ async def wait_projection(platform, issuer_id: str, predicate, timeout: float = 
 
 async def sink_messages(platform, to: str, timeout: float = 20, expect: int = 1) -> list[dict]:  # noqa: ANN001
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as sink:  # httpx's 5 s is short on a loaded CI machine
         while True:
             messages = [m for m in (await sink.get("/api/messages", params={"to": to})).json() if to in m["to"]]
             if len(messages) >= expect or time.monotonic() > deadline:

@@ -35,7 +35,7 @@ async def _emailed(client, issuer, body):  # noqa: ANN001, ANN202
 
 async def _mail_to(platform, address: str, count: int = 1, timeout: float = 30) -> list[Message]:  # noqa: ANN001
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as sink:
         while True:
             found = [m for m in (await sink.get("/api/messages")).json() if address in m["to"]]
             if len(found) >= count or time.monotonic() > deadline:
@@ -145,7 +145,7 @@ async def test_the_issuers_own_smtp_server_with_authentication(client, platform)
     ((summary, mail),) = await _mail_to(platform, email)
     assert summary["auth_user"] == "kemper-user"
     assert summary["envelope_from"] == "facturas@kemper.example" and "Kemper Facturación" in summary["from"]
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as sink:
         raw = (await sink.get(f"/api/messages/{summary['id']}/raw")).content
     assert password.encode() not in raw
 

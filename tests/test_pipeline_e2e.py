@@ -45,7 +45,7 @@ async def test_invoice_posted_over_http_reaches_emailed_with_full_timeline(clien
     pdf = await client.http.get(f"/v1/invoices/{state['id']}/pdf", headers=issuer.headers)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as sink:
         messages = [m for m in (await sink.get("/api/messages")).json() if email in m["to"]]
         assert len(messages) == 1
         raw = (await sink.get(f"/api/messages/{messages[0]['id']}/raw")).content
@@ -210,7 +210,7 @@ async def test_platform_notifications_are_emailed_once(client, issuer, platform)
             await producer.send_and_wait(topics.NOTIFICATION_REQUESTED, notification.model_dump_json().encode(), key=issuer.id.encode(), headers=[("content-type", b"application/json")])
     finally:
         await producer.stop()
-    async with httpx.AsyncClient(base_url=platform.url("smtp-sink")) as sink:
+    async with httpx.AsyncClient(base_url=platform.url("smtp-sink"), timeout=30) as sink:
         deadline = time.monotonic() + 20
         matching: list = []
         while time.monotonic() < deadline:
