@@ -191,7 +191,7 @@ async def test_every_service_and_the_ingress_answer_errors_in_one_format(client,
     # found by schemathesis: an explicit null for a required fiscal field was a 500
     nulled = assert_error_body(await ingress.patch("/v1/issuers/me", headers=issuer.headers, json={"rfc": None, "zip": "00000"}), 422, "invalid_request")
     assert [e["path"] for e in nulled["errors"]] == ["rfc"]
-    async with httpx.AsyncClient() as direct:
+    async with httpx.AsyncClient(timeout=30) as direct:
         for name in ("issuer-profile", "catalog", "cfdi-builder", "stamping", "cancellation", "billing", "notifier"):
             base = platform.url(name)
             assert_error_body(await direct.get(f"{base}/v1/no-such-route"), 404, "http_404")

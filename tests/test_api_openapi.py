@@ -32,7 +32,7 @@ async def test_openapi_validates_and_covers_every_public_route(client, platform)
     assert not [p for _, p in merged if not p.startswith("/v1/")], "only the public /v1 routes"
 
     expected = set()
-    async with httpx.AsyncClient() as direct:
+    async with httpx.AsyncClient(timeout=30) as direct:
         for name in SERVICES:
             own = (await direct.get(f"{platform.url(name)}/openapi.json")).json()
             for path, item in own["paths"].items():

@@ -23,7 +23,7 @@ async def limited_ingress(platform):  # noqa: ANN001, ANN201
     process = subprocess.Popen([sys.executable, "-m", "timbra_shared.ingress"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=30) as http:
             for _ in range(300):
                 try:
                     if (await http.get(url + "/healthz")).status_code in (200, 503):

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
 async def _stamps(platform) -> int:  # noqa: ANN001
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         return (await http.get(platform.url("sandbox-pac") + "/healthz")).json()["stamps"]
 
 

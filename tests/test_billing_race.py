@@ -17,7 +17,7 @@ INVOICES, CREDITS, CLIENTS = 1000, 600, 50
 
 
 async def _stamps(platform) -> int:  # noqa: ANN001
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         return (await http.get(platform.url("sandbox-pac") + "/healthz")).json()["stamps"]
 
 

@@ -111,7 +111,7 @@ async def test_billing_operations_refuse_an_issuer_key(client, payer, platform) 
         assert response.status_code == 403, (path, response.text)
     # even a principal claiming the billing role is refused when it is an issuer's (forged roles)
     secret = platform.env_for("billing")["TIMBRA_INTERNAL_SECRET"]
-    async with httpx.AsyncClient(base_url=platform.url("billing")) as billing:
+    async with httpx.AsyncClient(base_url=platform.url("billing"), timeout=30) as billing:
         forged = sign_token(Principal(kind="issuer", issuer_id=payer.id, roles=("billing",)), secret)
         assert (await billing.get("/v1/billing/exceptions", headers={"x-timbra-principal": forged})).status_code == 403
         staff = sign_token(Principal(kind="staff", roles=("billing",), key_id="key_staff_test"), secret)

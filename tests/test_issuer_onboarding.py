@@ -304,7 +304,7 @@ async def test_the_renewed_certificate_takes_over_and_expiry_follows_the_longest
     assert notice["title"] == "Aviso de sellos vencidos" and notice["code"] == "csd_expiring" and notice["severity"] == "warning"
     assert notice["days_left"] == 20 and notice["help_url"].startswith("https://www.sat.gob.mx/")
     assert "vence en 20 días" in " ".join(profile["warnings"])
-    async with httpx.AsyncClient(base_url=platform.url("issuer-profile")) as internal:
+    async with httpx.AsyncClient(base_url=platform.url("issuer-profile"), timeout=30) as internal:
         for _ in range(3):  # the daily check, run three times: one email
             checked = await internal.post("/internal/v1/csd-expiry/check", params={"issuer_id": issuer.id}, headers={"x-timbra-internal": platform.config.internal_secret})
             assert checked.status_code == 200
@@ -322,7 +322,7 @@ async def test_a_certificate_near_expiry_warns_at_seven_days_once_and_expired_se
     now = datetime.now(UTC).replace(microsecond=0)
     cer, key = csd_valid(issuer.rfc, "POR VENCER", not_before=now - timedelta(days=300), not_after=now + timedelta(days=5, hours=1))
     assert (await upload(client, issuer, cer, key)).status_code == 200  # the upload runs the check at once
-    async with httpx.AsyncClient(base_url=platform.url("issuer-profile")) as internal:
+    async with httpx.AsyncClient(base_url=platform.url("issuer-profile"), timeout=30) as internal:
         assert (await internal.post("/internal/v1/csd-expiry/check", headers={"x-timbra-internal": platform.config.internal_secret})).status_code == 200
     (notice,) = (await me(client, issuer))["notices"]
     assert notice["severity"] == "critical" and notice["days_left"] == 5
@@ -543,7 +543,7 @@ async def test_another_tenants_resources_answer_404(client, platform) -> None:
     # B is untouched
     assert (await client.http.get("/v1/issuers/me", headers=b.headers)).status_code == 200
     assert (await me(client, b))["csd"]["serial"] == b_csd
-    async with httpx.AsyncClient(base_url=platform.url("issuer-profile")) as internal:
+    async with httpx.AsyncClient(base_url=platform.url("issuer-profile"), timeout=30) as internal:
         assert (await internal.get(f"/internal/v1/issuers/{b.id}/smtp")).status_code == 403
         assert (await internal.get(f"/internal/v1/issuers/{b.id}/logo", headers={"x-timbra-internal": "guess"})).status_code == 403
 
@@ -582,7 +582,7 @@ async def test_logo_is_validated_stored_and_published_for_the_pdf(client, platfo
     assert moved.status_code == 200 and moved.json()["placement"] == "right"
     projected = await wait_projection(platform, issuer.id, lambda d: d.get("logo_placement") == "right")
     assert projected["logo_id"] == stored.json()["id"]
-    async with httpx.AsyncClient(base_url=platform.url("issuer-profile")) as internal:
+    async with httpx.AsyncClient(base_url=platform.url("issuer-profile"), timeout=30) as internal:
         fetched = await internal.get(projected["logo_url"], headers={"x-timbra-internal": platform.config.internal_secret})
     assert fetched.status_code == 200 and fetched.content == image and fetched.headers["content-type"] == "image/png"
     try:
@@ -647,7 +647,7 @@ async def test_smtp_settings_keep_the_password_encrypted_and_test_the_connection
     # keeping the saved password when the form leaves it empty
     kept = await client.http.put("/v1/issuers/me/smtp", headers=issuer.headers, json={**settings, "password": None, "sender_name": "Otra"})
     assert kept.status_code == 200 and kept.json()["password_set"] is True
-    async with httpx.AsyncClient(base_url=platform.url("issuer-profile")) as internal:
+    async with httpx.AsyncClient(base_url=platform.url("issuer-profile"), timeout=30) as internal:
         assert (await internal.get(f"/internal/v1/issuers/{issuer.id}/smtp")).status_code == 403
         for_notifier = await internal.get(f"/internal/v1/issuers/{issuer.id}/smtp", headers={"x-timbra-internal": platform.config.internal_secret})
     assert for_notifier.json()["settings"] | {"password": None} == {**settings, "sender_name": "Otra", "password": None}

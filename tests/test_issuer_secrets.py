@@ -111,7 +111,7 @@ async def test_no_secret_reaches_logs_traces_events_or_plaintext_storage(client,
         await mongo.close()
 
     # and no API answer carried them
-    async with httpx.AsyncClient(base_url=platform.url("ingress")) as http:
+    async with httpx.AsyncClient(base_url=platform.url("ingress"), timeout=30) as http:
         for path in ("/v1/issuers/me", "/v1/issuers/me/smtp", "/v1/issuers/me/csds", "/v1/issuers/me/keys"):
             assert not leaks((await http.get(path, headers=issuer.headers)).content), path
 

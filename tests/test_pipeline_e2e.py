@@ -81,7 +81,7 @@ async def test_json_logs_carry_trace_and_invoice_ids(client, issuer, platform) -
 
 
 async def test_every_service_exposes_health_and_metrics(platform) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         for name in SEVEN:
             health = await http.get(platform.url(name) + "/healthz")
             assert health.status_code == 200 and health.json()["ok"], (name, health.text)

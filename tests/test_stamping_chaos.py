@@ -64,7 +64,7 @@ async def _post(client: TimbraClient, issuer: Issuer, tag: str, n: int) -> str:
 
 
 async def _metric(platform: Platform, name: str) -> float:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         text = (await http.get(platform.url("stamping") + "/metrics")).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " "))
 

@@ -57,7 +57,7 @@ def funded_events(count: int) -> list[InvoiceFunded]:
 async def test_timeout_after_stamp_for_500_invoices_gives_exactly_500_uuids(platform):
     events = await asyncio.to_thread(funded_events, COUNT)
     ids = [e.invoice_id for e in events]
-    async with httpx.AsyncClient(base_url=platform.url("sandbox-pac"), headers={"Authorization": "Bearer sandbox-token"}) as pac:
+    async with httpx.AsyncClient(base_url=platform.url("sandbox-pac"), headers={"Authorization": "Bearer sandbox-token"}, timeout=30) as pac:
         stamps_before = (await pac.get("/healthz")).json()["stamps"]
         await pac.put("/admin/faults", json={"mode": "timeout_after_stamp", "timeout_s": 3})  # the service gives up after 2 s
         producer = AIOKafkaProducer(bootstrap_servers=platform.kafka_bootstrap, enable_idempotence=False)

@@ -221,7 +221,7 @@ async def test_exhausted_retries_go_to_dead_letters_and_the_operator_replays_the
     assert job["state"] == "stamped" and job["replays"] == 1
     assert "replayed" in [h["outcome"] for h in job["history"]]
     assert state["id"] not in {d["_id"] for d in json.loads(_cli(platform, "dlq", "list", "--json").stdout)}
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         metrics = (await http.get(platform.url("stamping") + "/metrics")).text
     assert 'timbra_stamps_total{outcome="dead_letter"} 1.0' in metrics
 
