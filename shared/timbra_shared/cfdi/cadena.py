@@ -139,10 +139,6 @@ def _attrs(el, spec, out: list) -> None:
             out.append("|" + normalize_space(v))
 
 
-def _children(el, tag):
-    return el.iterchildren(tag)
-
-
 def _builtin_text(el, out_text: list) -> None:
     """XSLT built-in template: descendant text nodes, verbatim (no normalize)."""
     for t in el.itertext():
